@@ -1,0 +1,44 @@
+/*
+ * emu_sync.h -- futex and spin helpers shared by libveo.so and the helper.
+ * The futex words live in a MAP_SHARED memfd, so no FUTEX_PRIVATE_FLAG.
+ */
+#ifndef AIOVEO_EMU_SYNC_H
+#define AIOVEO_EMU_SYNC_H
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline uint64_t emu_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void emu_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Sleep while *(uint32_t *)addr == val, at most timeout_ns (0 = forever). */
+static inline void emu_futex_wait(void *addr, uint32_t val, uint64_t timeout_ns) {
+  struct timespec ts, *tp = NULL;
+  if (timeout_ns) {
+    ts.tv_sec = (time_t)(timeout_ns / 1000000000ull);
+    ts.tv_nsec = (long)(timeout_ns % 1000000000ull);
+    tp = &ts;
+  }
+  syscall(SYS_futex, addr, FUTEX_WAIT, val, tp, NULL, 0);
+}
+
+static inline void emu_futex_wake(void *addr) {
+  syscall(SYS_futex, addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+
+#endif
