@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <ffi.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -432,11 +433,14 @@ static void serve(int index) {
   }
 }
 
-/* Ends the helper when the host process goes away, however it dies. */
+/* Ends the helper when the host process goes away, however it dies.  (The
+ * socket is non-blocking: the helper also writes agent wake-ups to it.) */
 static void *life_watch(void *unused) {
   (void)unused;
   char b[64];
   for (;;) {
+    struct pollfd pf = {EMU_FD_LIFE, POLLIN, 0};
+    if (poll(&pf, 1, -1) < 0 && errno == EINTR) continue;
     ssize_t n = read(EMU_FD_LIFE, b, sizeof(b));
     if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) _exit(0);
   }
