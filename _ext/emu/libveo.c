@@ -186,6 +186,11 @@ int emu_proc_table_size(void) {
   return n;
 }
 
+/* The proc is dead once the helper said so (a fault) or went away. */
+static int proc_dead(struct veo_proc_handle *p) {
+  return atomic_load(&p->dead) || (p->hdr && atomic_load(&p->hdr->dead));
+}
+
 /* ---- handle checks --------------------------------------------------------------- */
 static int proc_valid(struct veo_proc_handle *p, const char *fn) {
   if (!p || p->magic != PROC_MAGIC) {
@@ -203,7 +208,7 @@ static int proc_valid(struct veo_proc_handle *p, const char *fn) {
 
 int emu_proc_ok(struct veo_proc_handle *p) {
   if (!proc_valid(p, "veo")) return 0;
-  if (atomic_load(&p->dead)) {
+  if (proc_dead(p)) {
     emu_set_error("the VE process of this proc has died");
     return 0;
   }
@@ -245,7 +250,7 @@ static void reap(struct veo_thr_ctxt *c) {
     }
     c->reaped++;
   }
-  if (atomic_load(&c->proc->dead) && c->reaped < c->next_id) {
+  if (proc_dead(c->proc) && c->reaped < c->next_id) {
     /* The VE process is gone: nothing else will complete. */
     for (size_t i = 0; i < c->reqs.cap; i++) {
       struct u64map_entry *e = &c->reqs.tab[i];
@@ -442,7 +447,7 @@ static void *agent_main(void *arg) {
 static void wait_progress(struct veo_thr_ctxt *c, uint64_t seen_done) {
   struct emu_ctx_ctl *ctl = &c->r->ctl;
   atomic_fetch_add(&ctl->host_waiters, 1);
-  if (atomic_load(&ctl->done) == seen_done && !atomic_load(&c->proc->dead))
+  if (atomic_load(&ctl->done) == seen_done && !proc_dead(c->proc))
     emu_futex_wait(&ctl->done, (uint32_t)seen_done, 20000000ull);
   atomic_fetch_sub(&ctl->host_waiters, 1);
 }
@@ -452,7 +457,7 @@ static void wait_progress(struct veo_thr_ctxt *c, uint64_t seen_done) {
 static struct emu_cmd *ring_reserve(struct veo_thr_ctxt *c, uint32_t size) {
   struct emu_ctx_ctl *ctl = &c->r->ctl;
   for (;;) {
-    if (atomic_load(&c->proc->dead)) return NULL;
+    if (proc_dead(c->proc)) return NULL;
     uint64_t pos = c->head % EMU_CMD_RING_BYTES;
     uint64_t pad = pos + size > EMU_CMD_RING_BYTES ? EMU_CMD_RING_BYTES - pos : 0;
     uint64_t tail = atomic_load(&ctl->cmd_tail);
@@ -497,7 +502,7 @@ static uint64_t ring_commit(struct veo_thr_ctxt *c, struct emu_cmd *cmd, struct 
 }
 
 static int ctx_alive(struct veo_thr_ctxt *c) {
-  return !atomic_load(&c->closed) && !atomic_load(&c->proc->dead) &&
+  return !atomic_load(&c->closed) && !proc_dead(c->proc) &&
          atomic_load(&c->state) == VEO_STATE_RUNNING;
 }
 
@@ -561,7 +566,7 @@ static int wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
     if (st != VEO_COMMAND_UNFINISHED) return st;
     for (;;) { /* until request id is done: contexts complete in order */
       uint64_t done = atomic_load(&ctl->done);
-      if (done > id || atomic_load(&c->proc->dead) || atomic_load(&c->closed)) break;
+      if (done > id || proc_dead(c->proc) || atomic_load(&c->closed)) break;
       if (serve_agent_slot(c, 0)) continue;
       if (emu_now_ns() < spin_end) {
         for (int i = 0; i < 32; i++) emu_cpu_relax();
@@ -590,7 +595,7 @@ static int drain_main(struct veo_proc_handle *p) {
   struct veo_thr_ctxt *c = p->ctx[0];
   pthread_mutex_lock(&c->submit_lock);
   for (;;) {
-    if (atomic_load(&p->dead)) {
+    if (proc_dead(p)) {
       emu_set_error("the VE process of this proc has died");
       return -1;
     }
@@ -640,7 +645,7 @@ struct veo_thr_ctxt_attr {
 
 static struct veo_thr_ctxt *context_open(struct veo_proc_handle *p, size_t stacksize) {
   if (!proc_valid(p, "veo_context_open")) return NULL;
-  if (atomic_load(&p->dead)) {
+  if (proc_dead(p)) {
     emu_set_error("veo_context_open: the VE process of this proc has died");
     return NULL;
   }
@@ -727,7 +732,7 @@ EXPORT int veo_context_close(struct veo_thr_ctxt *c) {
 
 EXPORT int veo_get_context_state(struct veo_thr_ctxt *c) {
   if (!c || c->magic != CTX_MAGIC) return VEO_STATE_UNKNOWN;
-  if (atomic_load(&c->closed) || atomic_load(&c->proc->dead) || atomic_load(&c->proc->destroyed))
+  if (atomic_load(&c->closed) || atomic_load(&c->proc->destroyed) || proc_dead(c->proc))
     return VEO_STATE_EXIT;
   return atomic_load(&c->state);
 }
@@ -960,7 +965,7 @@ EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
   int expect = 0;
   if (!atomic_compare_exchange_strong(&p->destroyed, &expect, 1)) return 0;
   /* EXIT goes behind each context's queued work: the VE drains, then ends. */
-  if (!atomic_load(&p->dead)) {
+  if (!proc_dead(p)) {
     for (int i = EMU_MAX_CONTEXTS - 1; i >= 0; i--) {
       struct veo_thr_ctxt *c = proc_ctx(p, i);
       if (c && !atomic_load(&c->closed)) submit_simple(c, EMU_CMD_EXIT, 0, 0, 0, NULL, NULL);

@@ -65,6 +65,8 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   (void)si;
   (void)uc;
   struct emu_ctx_region *r = t_region;
+  /* Dead first: the host must not accept more work once it sees the result. */
+  if (g_hdr) atomic_store(&g_hdr->dead, (uint32_t)sig);
   if (r && t_running) {
     struct emu_result *res = &r->results[t_seq % EMU_RES_RING_SLOTS];
     res->retval = (uint64_t)sig;
@@ -72,7 +74,6 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
     atomic_store(&r->ctl.done, t_seq + 1);
     emu_futex_wake(&r->ctl.done);
   }
-  if (g_hdr) atomic_store(&g_hdr->dead, (uint32_t)sig);
   char msg[128] = "aioveo-veorun: kernel raised signal ";
   size_t n = strlen(msg);
   msg[n++] = (char)('0' + sig / 10 % 10);
