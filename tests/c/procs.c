@@ -1,0 +1,188 @@
+/* Procs: creation and destruction, identifiers, nodes, helper processes. */
+#include "check.h"
+
+static int node_of(struct veo_proc_handle *p) {
+  void *h = NULL;
+  if (veo_alloc_hmem(p, &h, 64) != 0) return -100;
+  int n = veo_get_venum_from_hmem(h);
+  veo_free_hmem(h);
+  return n;
+}
+
+static void test_identifiers(void) {
+  struct veo_proc_handle *p[4];
+  for (int i = 0; i < 3; i++) {
+    p[i] = veo_proc_create(0); /* several procs on one node */
+    REQUIRE(p[i] != NULL);
+    CHECK_EQ(veo_proc_identifier(p[i]), i);
+  }
+  pid_t pids[3];
+  for (int i = 0; i < 3; i++) {
+    pids[i] = veo_emu_proc_pid(p[i]);
+    CHECK(pids[i] > 0 && pid_alive(pids[i]));
+    CHECK_EQ(node_of(p[i]), 0);
+  }
+  CHECK(pids[0] != pids[1] && pids[1] != pids[2]);
+
+  /* destroy the middle one: the others keep their identifiers, the next proc
+   * takes the free slot */
+  CHECK_EQ(veo_proc_destroy(p[1]), 0);
+  CHECK_EQ(veo_proc_identifier(p[1]), -1);
+  CHECK_EQ(veo_emu_proc_pid(p[1]), -1);
+  CHECK(!pid_alive(pids[1]));
+  CHECK_EQ(veo_proc_identifier(p[0]), 0);
+  CHECK_EQ(veo_proc_identifier(p[2]), 2);
+  p[3] = veo_proc_create(3);
+  REQUIRE(p[3] != NULL);
+  CHECK_EQ(veo_proc_identifier(p[3]), 1);
+  CHECK_EQ(node_of(p[3]), 3);
+  /* destroying twice is harmless */
+  CHECK_EQ(veo_proc_destroy(p[1]), 0);
+  for (int i = 0; i < 4; i++)
+    if (i != 1) CHECK_EQ(veo_proc_destroy(p[i]), 0);
+  for (int i = 0; i < 3; i++) CHECK(!pid_alive(pids[i]));
+}
+
+static void test_nodes(void) {
+  unsetenv("VE_NODE_NUMBER");
+  unsetenv("_VENODELIST");
+  unsetenv("VEO_EMU_NODES");
+  CHECK_EQ(veo_emu_num_nodes(), 8);
+  struct veo_proc_handle *p = veo_proc_create(-1); /* the default node: 0 */
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 0);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+
+  p = veo_proc_create(7);
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 7);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+
+  /* unknown nodes */
+  errno = 0;
+  CHECK(veo_proc_create(8) == NULL);
+  CHECK(veo_emu_last_error()[0] != 0);
+  CHECK(veo_proc_create(-2) == NULL);
+  CHECK(veo_proc_create(1000000) == NULL);
+  CHECK_EQ(veo_get_ve_arch(0), 0);
+  CHECK_EQ(veo_get_ve_arch(8), -1);
+
+  setenv("VEO_EMU_NODES", "2", 1);
+  CHECK(veo_proc_create(2) == NULL);
+  p = veo_proc_create(1);
+  CHECK(p != NULL);
+  if (p) CHECK_EQ(veo_proc_destroy(p), 0);
+  unsetenv("VEO_EMU_NODES");
+
+  /* VE_NODE_NUMBER picks the default node */
+  setenv("VE_NODE_NUMBER", "5", 1);
+  p = veo_proc_create(-1);
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 5);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  p = veo_proc_create(2); /* an explicit node ignores it */
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 2);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  setenv("VE_NODE_NUMBER", "9", 1);
+  CHECK(veo_proc_create(-1) == NULL);
+  setenv("VE_NODE_NUMBER", "zero", 1);
+  CHECK(veo_proc_create(-1) == NULL);
+  unsetenv("VE_NODE_NUMBER");
+
+  /* _VENODELIST: node arguments are indexes into the scheduler's list */
+  setenv("_VENODELIST", "3 6", 1);
+  p = veo_proc_create(1);
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 6);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  p = veo_proc_create(-1);
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 3);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  CHECK(veo_proc_create(2) == NULL);
+  setenv("VE_NODE_NUMBER", "6", 1);
+  p = veo_proc_create(-1);
+  REQUIRE(p != NULL);
+  CHECK_EQ(node_of(p), 6);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  setenv("VE_NODE_NUMBER", "4", 1); /* not in the list */
+  CHECK(veo_proc_create(-1) == NULL);
+  unsetenv("VE_NODE_NUMBER");
+  unsetenv("_VENODELIST");
+}
+
+static void test_helpers(void) {
+  const char *helper = veo_emu_helper_path();
+  CHECK(helper && access(helper, X_OK) == 0);
+  CHECK(veo_proc_create_static(0, "/nonexistent/veorun") == NULL);
+  CHECK(veo_proc_create_static(0, NULL) == NULL);
+  /* a helper that is not one: exits at once */
+  CHECK(veo_proc_create_static(0, "/bin/true") == NULL);
+  setenv("VEORUN_BIN", "/nonexistent/veorun", 1);
+  CHECK(veo_proc_create(0) == NULL);
+  setenv("VEORUN_BIN", helper, 1);
+  struct veo_proc_handle *p = veo_proc_create(0);
+  CHECK(p != NULL);
+  if (p) CHECK_EQ(veo_proc_destroy(p), 0);
+  p = veo_proc_create_static(0, (char *)helper);
+  CHECK(p != NULL);
+  if (p) CHECK_EQ(veo_proc_destroy(p), 0);
+}
+
+/* Destroying a proc with open contexts and queued work drains it. */
+static void test_destroy_busy(void) {
+  uint64_t lib;
+  struct veo_proc_handle *p = proc_with_kernels(0, &lib);
+  uint64_t f = sym(p, lib, "sleep_ms");
+  struct veo_thr_ctxt *c[3];
+  for (int i = 0; i < 3; i++) {
+    c[i] = veo_context_open(p);
+    REQUIRE(c[i] != NULL);
+  }
+  struct veo_args *a = veo_args_alloc();
+  veo_args_set_i64(a, 0, 30);
+  for (int i = 0; i < 3; i++)
+    for (int k = 0; k < 2; k++) CHECK(veo_call_async(c[i], f, a) != VEO_REQUEST_ID_INVALID);
+  pid_t pid = veo_emu_proc_pid(p);
+  double t0 = now_s();
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  double dt = now_s() - t0;
+  CHECK(dt >= 0.05 && dt < 5);
+  CHECK(!pid_alive(pid));
+  CHECK_EQ(veo_get_context_state(c[1]), VEO_STATE_EXIT);
+  CHECK(veo_call_async(c[1], f, a) == VEO_REQUEST_ID_INVALID);
+  veo_args_free(a);
+}
+
+/* A kernel that never returns: destroy kills the helper after the timeout. */
+static void test_destroy_timeout(void) {
+  setenv("VEO_EMU_EXIT_TIMEOUT", "1", 1);
+  uint64_t lib;
+  struct veo_proc_handle *p = proc_with_kernels(0, &lib);
+  struct veo_thr_ctxt *c = veo_context_open(p);
+  struct veo_args *a = veo_args_alloc();
+  CHECK(veo_call_async(c, sym(p, lib, "spin"), a) != VEO_REQUEST_ID_INVALID);
+  pid_t pid = veo_emu_proc_pid(p);
+  double t0 = now_s();
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  double dt = now_s() - t0;
+  CHECK(dt >= 0.9 && dt < 5);
+  CHECK(!pid_alive(pid));
+  veo_args_free(a);
+  unsetenv("VEO_EMU_EXIT_TIMEOUT");
+}
+
+int main(void) {
+  CHECK_EQ(veo_api_version(), 16);
+  CHECK(veo_version_string() && veo_version_string()[0]);
+  test_identifiers();
+  test_nodes();
+  test_helpers();
+  test_destroy_busy();
+  test_destroy_timeout();
+  /* every helper was reaped: this process has no child left */
+  errno = 0;
+  CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+  DONE();
+}
