@@ -73,8 +73,12 @@ class BuildError(RuntimeError):
         self.cmd = list(cmd)
         self.returncode = returncode
         self.output = output
+        self.message = message
         head = message or f"command failed with exit status {returncode}"
         super().__init__(f"{head}: {shlex.join(self.cmd)}\n{output}".rstrip())
+
+    def __reduce__(self) -> tuple[type[BuildError], tuple[list[str], int, str, str | None]]:
+        return (type(self), (self.cmd, self.returncode, self.output, self.message))
 
 
 def _words(flags: str | Sequence[str] | None) -> list[str]:

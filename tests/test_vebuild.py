@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pickle
 import shutil
 import stat
 from pathlib import Path
@@ -106,6 +107,8 @@ def test_compile_error_raises_build_error(tmp_path: Path) -> None:
     assert isinstance(err.cmd, list) and "broken.c" in err.cmd
     assert "undeclared_thing_xyz" in err.output
     assert "undeclared_thing_xyz" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.cmd, again.returncode, str(again)) == (err.cmd, err.returncode, str(err))
 
 
 def test_link_error_raises_build_error(tmp_path: Path) -> None:
