@@ -14,3 +14,23 @@ EMU_STATIC_HELPER_LIB = EMU_DIR / "libveorun.a"
 def helper_path() -> Path:
     """The helper program veo_proc_create() starts: $VEORUN_BIN or the bundled one."""
     return Path(os.environ.get("VEORUN_BIN") or EMU_HELPER)
+
+
+VENDOR_LIBVEO = Path("/opt/nec/ve/veos/lib64/libveo.so.1")
+
+
+def ve_present() -> bool:
+    """True when this machine has a Vector Engine (a VE device node)."""
+    return any(Path("/dev").glob("veslot*")) or any(Path("/dev").glob("ve[0-9]*"))
+
+
+def select_libveo() -> tuple[Path, str]:
+    """The libveo to load and why: $AIOVEO_LIBVEO (a path, or "emulator"),
+    else the vendor library when it is installed and a VE is present, else
+    the bundled emulator."""
+    explicit = os.environ.get("AIOVEO_LIBVEO")
+    if explicit and explicit != "emulator":
+        return Path(explicit), "AIOVEO_LIBVEO"
+    if explicit != "emulator" and VENDOR_LIBVEO.exists() and ve_present():
+        return VENDOR_LIBVEO, "vendor libveo and a VE found"
+    return EMU_LIBVEO, "bundled emulator" if explicit != "emulator" else "AIOVEO_LIBVEO=emulator"

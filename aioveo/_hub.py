@@ -1,0 +1,161 @@
+"""Loop side of the completion engine: one hub per event loop.
+
+A request is first checked "on the spot": right after submission the loop
+peeks it a few times (a null kernel finishes within microseconds), so a
+lightly loaded context never pays a cross-thread wake-up.  Otherwise the
+request is handed to the hub's engine (C threads, no GIL) under a token; the
+engine writes the hub's eventfd once per batch, and `_drain` resolves every
+completed future in one loop callback.
+
+The hub only needs three things from a request: ``ctx_handle`` (the raw
+``veo_thr_ctxt *``), ``req_id`` and ``finish(status, retval)``, which converts
+the raw result (or raises) and releases the request's buffers exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import weakref
+from typing import Any, Callable
+
+from . import _engine
+
+log = logging.getLogger("aioveo")
+
+UNFINISHED = 3
+ERROR = 2
+
+#: Peeks on the loop thread before a request is handed to the engine, used
+#: only while the context has nothing else in flight (latency, not load).
+SPOT_PEEKS = int(os.environ.get("AIOVEO_SPOT_PEEKS", "40"))
+ENGINE_MODE = _engine.WAIT if os.environ.get("AIOVEO_ENGINE") == "wait" else _engine.POLL
+ENGINE_SPIN_US = int(os.environ.get("AIOVEO_ENGINE_SPIN_US", "50"))
+ENGINE_MAX_SLEEP_US = int(os.environ.get("AIOVEO_ENGINE_MAX_SLEEP_US", "1000"))
+
+
+class _Pending:
+    """What the hub remembers about a watched request."""
+
+    __slots__ = ("request", "future", "on_done")
+
+    def __init__(self, request: Any, future: asyncio.Future | None,
+                 on_done: Callable[[Any, int, int], None] | None) -> None:
+        self.request = request
+        self.future = future
+        self.on_done = on_done
+
+
+class Hub:
+    """The completion engine of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lib_path: str) -> None:
+        self._loop_ref = weakref.ref(loop)
+        self.engine = _engine.Engine(lib_path, ENGINE_MODE, ENGINE_SPIN_US, ENGINE_MAX_SLEEP_US)
+        self._pending: dict[int, _Pending] = {}
+        self._next_token = 0
+        self._fd = self.engine.fileno()
+        loop.add_reader(self._fd, self._drain)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop_ref()
+
+    def peek_now(self, request: Any) -> tuple[int, int]:
+        return self.engine.peek(request.ctx_handle, request.req_id)
+
+    def watch(self, request: Any, future: asyncio.Future | None = None,
+              on_done: Callable[[Any, int, int], None] | None = None) -> None:
+        """Resolve `future` (and/or call ``on_done(request, status, retval)``)
+        on the loop when `request` completes."""
+        self._next_token += 1
+        token = self._next_token
+        self._pending[token] = _Pending(request, future, on_done)
+        try:
+            self.engine.watch(request.ctx_handle, request.req_id, token)
+        except BaseException:
+            del self._pending[token]
+            raise
+
+    def forget_context(self, ctx_handle: int) -> None:
+        """Fail everything watched on a context that is going away."""
+        self.engine.forget(ctx_handle, ERROR)
+        self._drain()
+
+    def _drain(self) -> None:
+        # Runs as a reader callback: it must never raise into the loop.
+        try:
+            records = self.engine.drain()
+        except Exception:  # engine closed under us
+            log.exception("aioveo: draining the completion engine failed")
+            return
+        pending = self._pending
+        for token, status, retval in records:
+            entry = pending.pop(token, None)
+            if entry is not None:
+                deliver(entry.request, entry.future, entry.on_done, status, retval)
+
+    def close(self) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.remove_reader(self._fd)
+            except Exception:  # loop shutting down
+                pass
+        self.engine.close()
+        self._pending.clear()
+
+
+def deliver(request: Any, future: asyncio.Future | None,
+            on_done: Callable[[Any, int, int], None] | None, status: int, retval: int) -> None:
+    """Convert a raw completion; a cancelled awaiter still gets its request
+    finished (buffers released) but its result dropped."""
+    if on_done is not None:
+        try:
+            on_done(request, status, retval)
+        except Exception:
+            log.exception("aioveo: completion callback failed")
+    try:
+        result = request.finish(status, retval)
+    except BaseException as exc:  # noqa: BLE001 - handed to the awaiter
+        if future is not None and not future.done():
+            future.set_exception(exc)
+        else:
+            log.debug("aioveo: request %s failed with nobody waiting: %r", request.req_id, exc)
+        return
+    if future is not None and not future.done():
+        future.set_result(result)
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+_hubs_lock = threading.Lock()
+
+
+def get_hub(lib_path: str) -> Hub:
+    """The hub of the running loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        with _hubs_lock:
+            for old_loop, old in list(_hubs.items()):  # loops that went away
+                if old_loop.is_closed():
+                    old.close()
+                    del _hubs[old_loop]
+            hub = _hubs[loop] = Hub(loop, lib_path)
+    return hub
+
+
+def hubs() -> list[Hub]:
+    with _hubs_lock:
+        return list(_hubs.values())
+
+
+@atexit.register
+def _close_hubs() -> None:
+    # Engine threads stop before the core destroys procs at exit.
+    with _hubs_lock:
+        for hub in list(_hubs.values()):
+            hub.engine.close(200)
+        _hubs.clear()

@@ -1,0 +1,586 @@
+"""The asyncio API: awaitable VE calls and transfers on the PyVEO objects.
+
+    async with aioveo.open_proc(0) as proc:
+        lib = await proc.load_library("./libkernels.so")
+        add = lib.find_function("long add(long, long)")
+        async with proc.open_context() as ctx:
+            print(await ctx.call(add, 1, 2))
+
+Everything here wraps the synchronous core (`VeoProc`, `VeoCtxt`,
+`VeoFunction`, `VeoRequest`); nothing is implemented twice.  Blocking
+operations (proc creation, library loading, destroying) run in the loop's
+default executor; requests complete through the loop's hub (see _hub.py).
+
+Cancelling an awaiting task cannot stop a VE kernel: the request stays
+tracked, its buffers stay alive until the VE is done with them, its result is
+dropped and its in-flight slot is released only when the VE completes it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+from typing import Any, Awaitable, Callable, Generic, Iterable, Sequence, TypeVar
+
+import numpy as np
+
+from . import _hub
+from ._core import (
+    ClosedError,
+    VeoCtxt,
+    VeoError,
+    VeoFunction,
+    VeoLibrary,
+    VeoProc,
+    VEMemPtr,
+    backend,
+)
+
+__all__ = [
+    "AsyncProc", "AsyncContext", "VEArray", "Pool", "PoolFunction", "InFlightLimitError",
+    "open_proc", "open_procs", "open_pool",
+]
+
+T = TypeVar("T")
+
+DEFAULT_MAX_IN_FLIGHT = 1024
+_SMALL_TRANSFER = 64 * 1024
+
+
+class InFlightLimitError(VeoError):
+    """A non-waiting submission found the context's in-flight bound reached."""
+
+
+class _Opener(Generic[T]):
+    """Awaitable that is also an async context manager (closing on exit)."""
+
+    def __init__(self, open_coro: Callable[[], Awaitable[T]]) -> None:
+        self._open = open_coro
+        self._obj: T | None = None
+
+    def __await__(self):
+        return self._open().__await__()
+
+    async def __aenter__(self) -> T:
+        self._obj = await self._open()
+        return self._obj
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        obj, self._obj = self._obj, None
+        if obj is not None:
+            await obj.close(cancel=exc_type is not None)  # type: ignore[attr-defined]
+
+
+def _lib_path() -> str:
+    return backend().path
+
+
+async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+# ---- procs ------------------------------------------------------------------
+class AsyncProc:
+    """A VE process driven from asyncio.  `proc.sync` is the PyVEO `VeoProc`."""
+
+    def __init__(self, proc: VeoProc) -> None:
+        self.sync = proc
+        self.contexts: list[AsyncContext] = []
+        self._closed = False
+
+    @property
+    def nodeid(self) -> int:
+        return self.sync.nodeid
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the proc is closed")
+
+    async def load_library(self, path: str | os.PathLike) -> VeoLibrary:
+        self._check()
+        return await _in_executor(self.sync.load_library, os.fspath(path))
+
+    def static_library(self) -> VeoLibrary:
+        return self.sync.static_library()
+
+    def open_context(self, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener["AsyncContext"]:
+        """``ctx = await proc.open_context()`` or ``async with proc.open_context() as ctx``."""
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+
+        async def _open() -> AsyncContext:
+            self._check()
+            ctx = AsyncContext(self, await _in_executor(self.sync.open_context), max_in_flight)
+            self.contexts.append(ctx)
+            return ctx
+
+        return _Opener(_open)
+
+    async def alloc_mem(self, size: int) -> VEMemPtr:
+        self._check()
+        return await _in_executor(self.sync.alloc_mem, size)
+
+    async def free_mem(self, ptr: VEMemPtr) -> None:
+        self._check()
+        await _in_executor(self.sync.free_mem, ptr)
+
+    async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        self._check()
+        size = _nbytes(dst) if size is None else size
+        await _in_executor(self.sync.read_mem, dst, src, size)
+
+    async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        self._check()
+        size = _nbytes(src) if size is None else size
+        await _in_executor(self.sync.write_mem, dst, src, size)
+
+    async def close(self, *, cancel: bool = False) -> None:
+        """Close every context (waiting for its requests, or failing them when
+        `cancel`), then destroy the VE process off the loop."""
+        if self._closed:
+            return
+        self._closed = True
+        for ctx in list(self.contexts):
+            await ctx.close(cancel=cancel)
+        if cancel:
+            self._kill_emulated_helper()
+        await _in_executor(self.sync.destroy)
+
+    def _kill_emulated_helper(self) -> None:
+        # On the emulator a cancelled close need not wait for running kernels.
+        pid = getattr(self.sync, "helper_pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def __aenter__(self) -> "AsyncProc":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close(cancel=exc_type is not None)
+
+
+def open_proc(node: int = -1, *, veorun_bin: str | None = None) -> _Opener[AsyncProc]:
+    """Create a VE process off the loop: ``async with open_proc(0) as proc``."""
+
+    async def _open() -> AsyncProc:
+        return AsyncProc(await _in_executor(VeoProc, node, veorun_bin))
+
+    return _Opener(_open)
+
+
+def open_procs(nodes: Iterable[int], *, veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
+    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``."""
+    nodes = list(nodes)
+
+    async def _open() -> ProcGroup:
+        results = await asyncio.gather(*(open_proc(n, veorun_bin=veorun_bin) for n in nodes),
+                                       return_exceptions=True)
+        procs = [r for r in results if isinstance(r, AsyncProc)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
+            raise errors[0]
+        return ProcGroup(procs)
+
+    return _Opener(_open)
+
+
+class ProcGroup(list):
+    """A list of AsyncProc closed together."""
+
+    async def close(self, *, cancel: bool = False) -> None:
+        await asyncio.gather(*(p.close(cancel=cancel) for p in self), return_exceptions=True)
+
+
+# ---- contexts ------------------------------------------------------------------
+class AsyncContext:
+    """A VE context (a worker thread with a FIFO queue) driven from asyncio."""
+
+    def __init__(self, proc: AsyncProc, ctx: VeoCtxt, max_in_flight: int) -> None:
+        self.proc = proc
+        self.sync = ctx
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._slot_waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._idle: asyncio.Future | None = None
+        self._closed = False
+        self._hub: _hub.Hub | None = None
+
+    # -- bookkeeping
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet completed by the VE."""
+        return self._in_flight
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _get_hub(self) -> _hub.Hub:
+        hub = _hub.get_hub(_lib_path())
+        if self._hub is not hub:
+            if self._hub is not None and self._in_flight:
+                raise RuntimeError("this context has requests in flight on another event loop")
+            self._hub = hub
+        return hub
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the context is closed")
+
+    async def _acquire(self, n: int = 1) -> None:
+        while self._in_flight + n > self.max_in_flight and self._in_flight:
+            waiter = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if not waiter.cancelled() and waiter.done():
+                    self._wake_slot_waiter()  # pass our wake-up on
+                raise
+            self._check()
+        self._in_flight += n
+
+    def _release(self, n: int = 1) -> None:
+        self._in_flight -= n
+        self._wake_slot_waiter()
+        if self._in_flight == 0 and self._idle is not None:
+            if not self._idle.done():
+                self._idle.set_result(None)
+            self._idle = None
+
+    def _wake_slot_waiter(self) -> None:
+        while self._slot_waiters:
+            w = self._slot_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def _track(self, request: Any, hub: _hub.Hub) -> asyncio.Future:
+        """A future for `request`; the VE's completion releases its slot."""
+        fut = hub.loop.create_future()
+        if self._in_flight == 1:  # nothing else queued: it may finish right away
+            for _ in range(_hub.SPOT_PEEKS):
+                status, retval = hub.peek_now(request)
+                if status != _hub.UNFINISHED:
+                    self._release()
+                    _hub.deliver(request, fut, None, status, retval)
+                    return fut
+        hub.watch(request, fut, self._on_done)
+        return fut
+
+    def _on_done(self, request: Any, status: int, retval: int) -> None:
+        self._release()
+
+    # -- calls
+    def submit_nowait(self, fn: VeoFunction, *args: Any) -> asyncio.Future:
+        """Submit a call and return a future of its result, without waiting
+        for a slot (raises InFlightLimitError when the bound is reached)."""
+        self._check()
+        if self._in_flight >= self.max_in_flight:
+            raise InFlightLimitError(
+                f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
+        hub = self._get_hub()
+        self._in_flight += 1
+        try:
+            request = fn(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        return self._track(request, hub)
+
+    async def submit(self, fn: VeoFunction, *args: Any) -> asyncio.Future:
+        """Submit a call once a slot is free; returns a future of its result,
+        so many calls can be in flight without a task each."""
+        self._check()
+        hub = self._get_hub()
+        await self._acquire()
+        try:
+            request = fn(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        return self._track(request, hub)
+
+    async def call(self, fn: VeoFunction, *args: Any) -> Any:
+        """Call a VE function and return its converted result."""
+        return await (await self.submit(fn, *args))
+
+    async def map(self, fn: VeoFunction, arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
+        """Call `fn` once per argument tuple; results in order.  Calls are
+        submitted in batches and only the last call of a batch is watched
+        (a context completes in order), so the per-call cost is low."""
+        self._check()
+        hub = self._get_hub()
+        todo = [tuple(a) for a in arg_tuples]
+        results: list[Any] = []
+        first_error: BaseException | None = None
+        pos = 0
+        while pos < len(todo):
+            n = min(len(todo) - pos, max(1, self.max_in_flight // 2))
+            await self._acquire(n)
+            batch = []
+            try:
+                for a in todo[pos:pos + n]:
+                    batch.append(fn(self.sync, *a))
+            finally:
+                if len(batch) < n:
+                    self._release(n - len(batch))
+            if not batch:
+                break
+            last = hub.loop.create_future()
+            hub.watch(batch[-1], last, None)
+            try:
+                results_last = await asyncio.shield(last)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    hub.loop.call_soon(self._finish_batch_later, hub, batch, last)
+                    raise
+                results_last, first_error = None, first_error or exc
+            for req in batch[:-1]:
+                try:
+                    results.append(self._finish_now(hub, req))
+                except Exception as exc:  # noqa: BLE001
+                    first_error = first_error or exc
+                    results.append(None)
+            results.append(results_last)
+            self._release(len(batch))
+            pos += len(batch)
+            if len(batch) < n:
+                break
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def _finish_now(self, hub: _hub.Hub, request: Any) -> Any:
+        status, retval = hub.peek_now(request)
+        if status == _hub.UNFINISHED:  # never for an in-order context; be safe
+            raise VeoError(f"request {request.req_id} unfinished after a later one completed")
+        return request.finish(status, retval)
+
+    def _finish_batch_later(self, hub: _hub.Hub, batch: list, last: asyncio.Future) -> None:
+        # The awaiting task was cancelled: collect the batch when the VE is done.
+        def done(_f: asyncio.Future) -> None:
+            for req in batch[:-1]:
+                try:
+                    self._finish_now(hub, req)
+                except Exception:  # noqa: BLE001 - nobody is waiting
+                    pass
+            self._release(len(batch))
+        if last.done():
+            done(last)
+        else:
+            last.add_done_callback(done)
+
+    # -- memory
+    async def _submit_request(self, make: Callable[[], Any]) -> Any:
+        self._check()
+        hub = self._get_hub()
+        await self._acquire()
+        try:
+            request = make()
+        except BaseException:
+            self._release()
+            raise
+        return await self._track(request, hub)
+
+    async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
+        size = _nbytes(dst) if size is None else size
+        await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size))
+
+    async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
+        size = _nbytes(src) if size is None else size
+        await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size))
+
+    async def alloc_mem(self, size: int) -> VEMemPtr:
+        """Allocate VE memory of the proc."""
+        return await self.proc.alloc_mem(size)
+
+    async def free_mem(self, ptr: VEMemPtr) -> None:
+        await self.synchronize()
+        await self.proc.free_mem(ptr)
+
+    async def to_ve(self, array: Any) -> "VEArray":
+        """Copy a numpy array to newly allocated VE memory."""
+        array = np.ascontiguousarray(array)
+        ptr = await self.alloc_mem(max(array.nbytes, 1))
+        try:
+            await self.write_mem(ptr, array, array.nbytes)
+        except BaseException:
+            await self.proc.free_mem(ptr)
+            raise
+        return VEArray(self, ptr, array.shape, array.dtype)
+
+    async def from_ve(self, ve: "VEArray", out: np.ndarray | None = None) -> np.ndarray:
+        """Copy a VEArray back into `out` (or a new array)."""
+        if out is None:
+            out = np.empty(ve.shape, ve.dtype)
+        elif out.nbytes < ve.nbytes or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be a writable C-contiguous array of at least "
+                             f"{ve.nbytes} bytes")
+        await self.read_mem(out, ve.ptr, ve.nbytes)
+        return out
+
+    async def synchronize(self) -> None:
+        """Wait until every request submitted so far on this context is done."""
+        if self._in_flight == 0:
+            return
+        if self._idle is None:
+            self._idle = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._idle)
+
+    async def close(self, *, cancel: bool = False) -> None:
+        """Close the context: wait for its requests, or (cancel=True) fail
+        their awaiters with ClosedError; the VE still drains them."""
+        if self._closed:
+            return
+        if not cancel:
+            await self.synchronize()
+        self._closed = True
+        for w in self._slot_waiters:
+            if not w.done():
+                w.set_exception(ClosedError("the context was closed"))
+        self._slot_waiters.clear()
+        if self._hub is not None and self._in_flight:
+            self._hub.forget_context(self.sync.handle)
+        if self in self.proc.contexts:
+            self.proc.contexts.remove(self)
+        if not self.proc.closed:
+            await _in_executor(self.proc.sync.close_context, self.sync)
+
+    async def __aenter__(self) -> "AsyncContext":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close(cancel=exc_type is not None)
+
+
+def _nbytes(obj: Any) -> int:
+    return memoryview(obj).nbytes
+
+
+class VEArray:
+    """A numpy-shaped block of VE memory (see AsyncContext.to_ve)."""
+
+    def __init__(self, ctx: AsyncContext, ptr: VEMemPtr, shape: tuple, dtype: Any) -> None:
+        self.ctx = ctx
+        self.ptr = ptr
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def addr(self) -> int:
+        return int(self.ptr.addr)
+
+    async def free(self) -> None:
+        await self.ctx.free_mem(self.ptr)
+
+    def __repr__(self) -> str:
+        return f"VEArray(shape={self.shape}, dtype={self.dtype}, addr=0x{self.addr:x})"
+
+
+# ---- many VEs ------------------------------------------------------------------
+class PoolFunction:
+    """A function named once and resolved in every proc of a pool."""
+
+    def __init__(self, per_proc: dict[AsyncProc, VeoFunction], name: str) -> None:
+        self.per_proc = per_proc
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"PoolFunction({self.name!r}, procs={len(self.per_proc)})"
+
+
+class Pool:
+    """Contexts of several procs; calls go to the least-loaded context."""
+
+    def __init__(self, procs: list[AsyncProc], contexts: list[AsyncContext],
+                 owns_procs: bool) -> None:
+        self.procs = procs
+        self.contexts = contexts
+        self._owns = owns_procs
+
+    @classmethod
+    async def create(cls, procs: list[AsyncProc], contexts_per_proc: int = 1, *,
+                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, owns_procs: bool = False) -> "Pool":
+        contexts = []
+        for p in procs:
+            for _ in range(contexts_per_proc):
+                contexts.append(await p.open_context(max_in_flight=max_in_flight))
+        return cls(list(procs), contexts, owns_procs)
+
+    async def function(self, library: str | os.PathLike, prototype: str) -> PoolFunction:
+        """Load `library` in every proc and find `prototype` (a C prototype
+        like ``"double dot(double *, double *, long)"`` or a bare name) in each."""
+        libs = await asyncio.gather(*(p.load_library(library) for p in self.procs))
+        per_proc = {p: lib.find_function(prototype) for p, lib in zip(self.procs, libs)}
+        return PoolFunction(per_proc, prototype)
+
+    def least_loaded(self) -> AsyncContext:
+        return min(self.contexts, key=lambda c: c.in_flight)
+
+    async def submit(self, fn: PoolFunction | VeoFunction, *args: Any) -> asyncio.Future:
+        ctx = self.least_loaded()
+        return await ctx.submit(self._resolve(fn, ctx), *args)
+
+    async def call(self, fn: PoolFunction | VeoFunction, *args: Any) -> Any:
+        return await (await self.submit(fn, *args))
+
+    async def map(self, fn: PoolFunction, arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
+        """Spread calls over all contexts in contiguous slices; results in order."""
+        todo = list(arg_tuples)
+        k = len(self.contexts)
+        slices = [todo[i * len(todo) // k:(i + 1) * len(todo) // k] for i in range(k)]
+        parts = await asyncio.gather(*(c.map(self._resolve(fn, c), s)
+                                       for c, s in zip(self.contexts, slices) if s))
+        return [r for part in parts for r in part]
+
+    @staticmethod
+    def _resolve(fn: PoolFunction | VeoFunction, ctx: AsyncContext) -> VeoFunction:
+        if isinstance(fn, PoolFunction):
+            return fn.per_proc[ctx.proc]
+        return fn
+
+    async def close(self, *, cancel: bool = False) -> None:
+        await asyncio.gather(*(c.close(cancel=cancel) for c in self.contexts),
+                             return_exceptions=True)
+        if self._owns:
+            await asyncio.gather(*(p.close(cancel=cancel) for p in self.procs),
+                                 return_exceptions=True)
+
+    async def __aenter__(self) -> "Pool":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close(cancel=exc_type is not None)
+
+
+def open_pool(nodes: Iterable[int], contexts_per_proc: int = 1, *,
+              max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener[Pool]:
+    """Open procs on `nodes` and a pool over their contexts:
+    ``async with open_pool([0, 1, 2, 3], contexts_per_proc=2) as pool``."""
+
+    async def _open() -> Pool:
+        procs = await open_procs(nodes)
+        try:
+            return await Pool.create(list(procs), contexts_per_proc, max_in_flight=max_in_flight,
+                                     owns_procs=True)
+        except BaseException:
+            await procs.close()
+            raise
+
+    return _Opener(_open)

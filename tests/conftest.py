@@ -1,0 +1,46 @@
+"""Shared fixtures: kernels compiled for the host (the emulator runs them) and
+the event loops every asyncio test runs on (asyncio's default loop and uvloop)."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_SRC = ROOT / "tests" / "kernels"
+
+# The tests exercise the installed package: the source tree's aioveo/ (without
+# its compiled modules) must not shadow it under `python -m pytest`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+
+
+def pytest_asyncio_loop_factories(config, item):
+    factories = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:  # the test extras install it; a bare checkout may not
+        pass
+    else:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+@pytest.fixture(scope="session")
+def build_kernel(tmp_path_factory):
+    """``build_kernel("core_kernels")`` -> path of tests/kernels/core_kernels.c
+    compiled into a shared object (once per session)."""
+    out_dir = tmp_path_factory.mktemp("kernels")
+    built: dict[str, str] = {}
+
+    def build(name: str) -> str:
+        if name not in built:
+            out = out_dir / f"lib{name}.so"
+            subprocess.run(["cc", "-shared", "-fPIC", "-O1", str(KERNEL_SRC / f"{name}.c"),
+                            "-o", str(out), "-lm"], check=True)
+            built[name] = str(out)
+        return built[name]
+
+    return build
