@@ -129,7 +129,7 @@ struct emu_header {
   _Atomic uint32_t agent_sleeping;
   _Atomic uint32_t agent_posts; /* bumped by the helper at each agent post */
   uint32_t spin_us;       /* spin budget before futex sleeps */
-  uint32_t pad;
+  _Atomic uint32_t settled; /* 1 once a fault's result is published (after dead) */
   char pad1[64];
 };
 

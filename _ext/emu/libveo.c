@@ -237,8 +237,15 @@ static void job_free(struct job *j) {
   free(j);
 }
 
+/* Nothing more will complete: the helper is gone, or it faulted and has
+ * published the faulting request's result (hdr->dead alone is set before). */
+static int proc_settled(struct veo_proc_handle *p) {
+  return atomic_load(&p->dead) || (p->hdr && atomic_load(&p->hdr->settled));
+}
+
 /* Move finished results from the ring into the request map (c->lock held). */
 static void reap(struct veo_thr_ctxt *c) {
+  int settled = proc_settled(c->proc); /* before reading done: see veorun's on_fault */
   uint64_t done = atomic_load(&c->r->ctl.done);
   while (c->reaped < done) {
     struct emu_result *res = &c->r->results[c->reaped % EMU_RES_RING_SLOTS];
@@ -250,7 +257,7 @@ static void reap(struct veo_thr_ctxt *c) {
     }
     c->reaped++;
   }
-  if (proc_dead(c->proc) && c->reaped < c->next_id) {
+  if (settled && c->reaped < c->next_id) {
     /* The VE process is gone: nothing else will complete. */
     for (size_t i = 0; i < c->reqs.cap; i++) {
       struct u64map_entry *e = &c->reqs.tab[i];
@@ -447,7 +454,7 @@ static void *agent_main(void *arg) {
 static void wait_progress(struct veo_thr_ctxt *c, uint64_t seen_done) {
   struct emu_ctx_ctl *ctl = &c->r->ctl;
   atomic_fetch_add(&ctl->host_waiters, 1);
-  if (atomic_load(&ctl->done) == seen_done && !proc_dead(c->proc))
+  if (atomic_load(&ctl->done) == seen_done && !proc_settled(c->proc))
     emu_futex_wait(&ctl->done, (uint32_t)seen_done, 20000000ull);
   atomic_fetch_sub(&ctl->host_waiters, 1);
 }
@@ -566,7 +573,7 @@ static int wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
     if (st != VEO_COMMAND_UNFINISHED) return st;
     for (;;) { /* until request id is done: contexts complete in order */
       uint64_t done = atomic_load(&ctl->done);
-      if (done > id || proc_dead(c->proc) || atomic_load(&c->closed)) break;
+      if (done > id || proc_settled(c->proc) || atomic_load(&c->closed)) break;
       if (serve_agent_slot(c, 0)) continue;
       if (emu_now_ns() < spin_end) {
         for (int i = 0; i < 32; i++) emu_cpu_relax();

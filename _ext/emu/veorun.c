@@ -72,11 +72,14 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
     res->retval = (uint64_t)sig;
     res->status = VEO_COMMAND_EXCEPTION;
     atomic_store(&r->ctl.done, t_seq + 1);
-    emu_futex_wake(&r->ctl.done);
   }
+  /* Only now may the host fail the remaining requests: the faulting one has
+   * its EXCEPTION result. */
+  if (g_hdr) atomic_store(&g_hdr->settled, 1);
+  if (r) emu_futex_wake(&r->ctl.done);
   char msg[128] = "aioveo-veorun: kernel raised signal ";
   size_t n = strlen(msg);
-  msg[n++] = (char)('0' + sig / 10 % 10);
+  if (sig >= 10) msg[n++] = (char)('0' + sig / 10 % 10);
   msg[n++] = (char)('0' + sig % 10);
   msg[n] = 0;
   write_str(msg);

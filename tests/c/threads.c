@@ -1,0 +1,105 @@
+/* Several host threads sharing a proc and a context. */
+#include <pthread.h>
+
+#include "check.h"
+
+static struct veo_proc_handle *p;
+static uint64_t lib, f_add, f_ident, f_tid;
+static struct veo_thr_ctxt *shared;
+enum { T = 6, N = 2000 };
+
+static void *one_context_user(void *arg) {
+  long t = (long)arg;
+  struct veo_args *a = veo_args_alloc();
+  uint64_t r, ids[16];
+  int bad = 0;
+  for (int i = 0; i < N; i += 16) {
+    for (int k = 0; k < 16; k++) {
+      veo_args_set_i64(a, 0, t * 1000000 + i + k);
+      veo_args_set_i64(a, 1, 1);
+      ids[k] = veo_call_async(shared, f_add, a);
+    }
+    for (int k = 0; k < 16; k++) {
+      int st = k % 2 ? veo_call_wait_result(shared, ids[k], &r) : VEO_COMMAND_UNFINISHED;
+      while (st == VEO_COMMAND_UNFINISHED) st = veo_call_peek_result(shared, ids[k], &r);
+      if (st != VEO_COMMAND_OK || r != (uint64_t)(t * 1000000 + i + k + 1)) bad++;
+    }
+  }
+  veo_args_free(a);
+  return (void *)(long)bad;
+}
+
+/* Thread-private contexts, plus the sync API (main context) from every thread. */
+static void *own_context_user(void *arg) {
+  long t = (long)arg;
+  struct veo_thr_ctxt *c = veo_context_open(p);
+  if (!c) return (void *)1L;
+  struct veo_args *a = veo_args_alloc();
+  int bad = 0;
+  uint64_t mem, r;
+  if (veo_alloc_mem(p, &mem, 4096)) bad++;
+  for (int i = 0; i < 200; i++) {
+    uint64_t v = (uint64_t)(t << 32 | (uint64_t)i), back = 0;
+    if (veo_write_mem(p, mem + 8 * (i % 512), &v, 8)) bad++;
+    veo_args_set_u64(a, 0, v);
+    uint64_t id = veo_call_async(c, f_ident, a);
+    if (veo_read_mem(p, &back, mem + 8 * (i % 512), 8) || back != v) bad++;
+    if (veo_call_wait_result(c, id, &r) != VEO_COMMAND_OK || r != v) bad++;
+    if (veo_call_sync(p, f_ident, a, &r) || r != v) bad++;
+  }
+  if (veo_free_mem(p, mem)) bad++;
+  veo_args_free(a);
+  if (veo_context_close(c)) bad++;
+  return (void *)(long)bad;
+}
+
+/* One thread submits, another collects. */
+static uint64_t handoff_ids[N];
+static volatile int handoff_n;
+static void *collector(void *arg) {
+  (void)arg;
+  int bad = 0;
+  for (int i = 0; i < N; i++) {
+    while (__atomic_load_n(&handoff_n, __ATOMIC_ACQUIRE) <= i) usleep(10);
+    uint64_t r;
+    if (veo_call_wait_result(shared, handoff_ids[i], &r) != VEO_COMMAND_OK || r != (uint64_t)i)
+      bad++;
+  }
+  return (void *)(long)bad;
+}
+
+int main(void) {
+  p = proc_with_kernels(0, &lib);
+  f_add = sym(p, lib, "add");
+  f_ident = sym(p, lib, "ident");
+  f_tid = sym(p, lib, "tid");
+  REQUIRE(veo_context_open(p) != NULL); /* main */
+  shared = veo_context_open(p);
+  REQUIRE(shared);
+  pthread_t th[T];
+  void *bad;
+  for (long t = 0; t < T; t++) pthread_create(&th[t], NULL, one_context_user, (void *)t);
+  for (int t = 0; t < T; t++) {
+    pthread_join(th[t], &bad);
+    CHECK_EQ((long)bad, 0);
+  }
+  for (long t = 0; t < T; t++) pthread_create(&th[t], NULL, own_context_user, (void *)t);
+  for (int t = 0; t < T; t++) {
+    pthread_join(th[t], &bad);
+    CHECK_EQ((long)bad, 0);
+  }
+  CHECK_EQ(veo_num_contexts(p), 2);
+  pthread_t col;
+  pthread_create(&col, NULL, collector, NULL);
+  struct veo_args *a = veo_args_alloc();
+  for (int i = 0; i < N; i++) {
+    veo_args_set_u64(a, 0, (uint64_t)i);
+    handoff_ids[i] = veo_call_async(shared, f_ident, a);
+    __atomic_store_n(&handoff_n, i + 1, __ATOMIC_RELEASE);
+  }
+  pthread_join(col, &bad);
+  CHECK_EQ((long)bad, 0);
+  veo_args_free(a);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+  DONE();
+}
