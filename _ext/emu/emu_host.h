@@ -130,6 +130,7 @@ struct veo_proc_handle {
   int node;
   int ident;
   pid_t pid;
+  pid_t owner;            /* the host process that started the helper */
   _Atomic int dead;       /* helper died (exception, kill) */
   _Atomic int destroyed;
   int life_fd;            /* socket to the helper */

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -816,6 +817,16 @@ EXPORT void veo_req_block_end(struct veo_thr_ctxt *c) {
 /* ---- procs -------------------------------------------------------------------------------- */
 static int move_fd_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 10); }
 
+/* Close every fd >= lo (async-signal-safe: called between vfork and exec). */
+static void close_fds_from(int lo) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)lo, ~0u, 0u) == 0) return;
+#endif
+  long max = sysconf(_SC_OPEN_MAX);
+  if (max < 0 || max > 65536) max = 65536;
+  for (int fd = lo; fd < max; fd++) close(fd);
+}
+
 static pid_t spawn_helper(const char *bin, int shm_fd, int heap_fd, int life_fd) {
   /* Put the fds above the target numbers first, so dup2 never meets itself
    * (dup2 onto the same number would keep FD_CLOEXEC). */
@@ -828,6 +839,9 @@ static pid_t spawn_helper(const char *bin, int shm_fd, int heap_fd, int life_fd)
       if (dup2(fds[0], EMU_FD_SHM) < 0 || dup2(fds[1], EMU_FD_HEAP) < 0 ||
           dup2(fds[2], EMU_FD_LIFE) < 0)
         _exit(127);
+      /* The helper keeps only stdio and its three fds: an inherited pipe or
+       * socket of the host must not stay open in it. */
+      close_fds_from(EMU_FD_LIFE + 1);
       signal(SIGINT, SIG_IGN); /* Ctrl-C is for the host; the helper follows it */
       signal(SIGPIPE, SIG_IGN);
       execv(bin, argv);
@@ -889,6 +903,7 @@ static struct veo_proc_handle *proc_create(int venode, const char *bin) {
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
   p->ctx[0] = ctx_new(p, 0);
   if (!p->ctx[0]) goto fail;
+  p->owner = getpid();
   p->pid = spawn_helper(bin, shm_fd, p->heap.fd, sv[1]);
   close(sv[1]);
   sv[1] = -1;
@@ -1036,7 +1051,8 @@ __attribute__((destructor)) static void emu_cleanup_procs(void) {
   pthread_mutex_lock(&g_procs_lock);
   for (int i = 0; i < g_nprocs; i++) {
     struct veo_proc_handle *p = g_procs[i];
-    if (p && !p->reaped_child && p->pid > 0) kill(p->pid, SIGKILL);
+    /* (not in a forked child: the helpers are its parent's) */
+    if (p && !p->reaped_child && p->pid > 0 && p->owner == getpid()) kill(p->pid, SIGKILL);
   }
   pthread_mutex_unlock(&g_procs_lock);
 }

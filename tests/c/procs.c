@@ -1,4 +1,6 @@
 /* Procs: creation and destruction, identifiers, nodes, helper processes. */
+#include <sys/select.h>
+
 #include "check.h"
 
 static int node_of(struct veo_proc_handle *p) {
@@ -173,6 +175,73 @@ static void test_destroy_timeout(void) {
   unsetenv("VEO_EMU_EXIT_TIMEOUT");
 }
 
+/* A host that exits without destroying its procs leaves no helper behind,
+ * whether it runs destructors (exit) or not (_exit). */
+static void test_exit_without_destroy(int use_exit) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    close(fds[0]);
+    struct veo_proc_handle *p = veo_proc_create(0);
+    pid_t helper = p ? veo_emu_proc_pid(p) : -1;
+    if (p) veo_context_open(p);
+    if (write(fds[1], &helper, sizeof(helper)) != sizeof(helper)) _exit(3);
+    if (use_exit) exit(0);
+    _exit(0);
+  }
+  close(fds[1]);
+  pid_t helper = -1;
+  CHECK(read(fds[0], &helper, sizeof(helper)) == sizeof(helper));
+  close(fds[0]);
+  int st = 0;
+  CHECK(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  CHECK(helper > 0);
+  double t0 = now_s();
+  while (helper > 0 && pid_alive(helper) && now_s() - t0 < 5) usleep(1000);
+  CHECK(helper > 0 && !pid_alive(helper));
+}
+
+/* A forked child that exits does not take the parent's procs with it. */
+static void test_fork_child_exit(void) {
+  uint64_t lib;
+  struct veo_proc_handle *p = proc_with_kernels(0, &lib);
+  struct veo_args *a = veo_args_alloc();
+  veo_args_set_i64(a, 0, 2);
+  veo_args_set_i64(a, 1, 3);
+  uint64_t r = 0;
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) exit(0); /* runs the library's destructors */
+  int st;
+  CHECK(waitpid(child, &st, 0) == child);
+  usleep(20000);
+  CHECK(pid_alive(veo_emu_proc_pid(p)));
+  CHECK_EQ(veo_call_sync(p, sym(p, lib, "add"), a, &r), 0);
+  CHECK_EQ(r, 5);
+  veo_args_free(a);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+}
+
+/* The helper does not keep the host's other file descriptors open: a pipe
+ * the host closes sees EOF though a proc was created while it was open. */
+static void test_fd_inheritance(void) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0); /* inheritable (no O_CLOEXEC) */
+  struct veo_proc_handle *p = veo_proc_create(0);
+  REQUIRE(p != NULL);
+  close(fds[1]);
+  char b;
+  struct timeval tv = {2, 0};
+  fd_set rs;
+  FD_ZERO(&rs);
+  FD_SET(fds[0], &rs);
+  CHECK(select(fds[0] + 1, &rs, NULL, NULL, &tv) == 1 && read(fds[0], &b, 1) == 0);
+  close(fds[0]);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+}
+
 int main(void) {
   CHECK_EQ(veo_api_version(), 16);
   CHECK(veo_version_string() && veo_version_string()[0]);
@@ -181,6 +250,10 @@ int main(void) {
   test_helpers();
   test_destroy_busy();
   test_destroy_timeout();
+  test_exit_without_destroy(1);
+  test_exit_without_destroy(0);
+  test_fork_child_exit();
+  test_fd_inheritance();
   /* every helper was reaped: this process has no child left */
   errno = 0;
   CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
