@@ -148,6 +148,7 @@ struct veo_proc_handle {
   int nopen;
   struct veo_thr_ctxt *closed_list; /* kept so stale handles fail cleanly */
   struct sym_cache_entry *syms;
+  struct veo_proc_handle *grave_next; /* destroyed procs stay listed, see libveo.c */
 };
 
 /* ---- shared helpers ------------------------------------------------------ */

@@ -143,6 +143,12 @@ static int resolve_node(int venode) {
 static pthread_mutex_t g_procs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct veo_proc_handle **g_procs;
 static int g_nprocs, g_procs_cap;
+/* Destroyed procs (and through them their contexts) are never freed, so a
+ * stale handle fails cleanly instead of being a use after free; they are
+ * kept on this list so that they stay reachable (LeakSanitizer, valgrind).
+ * What remains of one is small: the structs and the address range of its
+ * shared memory, whose pages were given back. */
+static struct veo_proc_handle *g_graveyard;
 
 static int table_insert(struct veo_proc_handle *p) {
   pthread_mutex_lock(&g_procs_lock);
@@ -1006,6 +1012,8 @@ EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
   atomic_store(&p->dead, 1);
   pthread_mutex_lock(&g_procs_lock);
   if (p->ident >= 0 && p->ident < g_nprocs && g_procs[p->ident] == p) g_procs[p->ident] = NULL;
+  p->grave_next = g_graveyard;
+  g_graveyard = p;
   pthread_mutex_unlock(&g_procs_lock);
   pthread_mutex_lock(&p->lock);
   for (int i = 0; i < EMU_MAX_CONTEXTS; i++) {
