@@ -1,12 +1,76 @@
-"""Command line: ``python -m aioveo {info,config,...}``."""
+"""Command line: ``python -m aioveo {info,config,demo,bench}`` (also ``aioveo ...``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
 
 from . import _paths
 
+DESCRIPTION = """\
+aioveo drives NEC SX-Aurora Vector Engines (VEs) from Python, with asyncio.
+Without a VE it runs everything on its host emulator.
 
+commands:
+  info     which libveo is in use (emulator or NEC's), its version, the emulator's nodes
+  config   compiler flags to build C programs against the emulator's libveo
+  demo     a 1-second tour: build a kernel, call it, move a numpy array, with timings
+  bench    the benchmark suite (python -m aioveo bench --help for its options)
+
+examples:
+  python -m aioveo info
+  python -m aioveo demo
+  cc prog.c $(python -m aioveo config --cflags --libs) -o prog
+"""
+
+
+# ---- info -------------------------------------------------------------------------
+def _size(n: int) -> str:
+    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:g} {unit}"
+    return f"{n} B"
+
+
+def _info_dict() -> dict:
+    from . import __version__, backend, emulator_info
+    b = backend()
+    return {
+        "aioveo_version": __version__,
+        "backend": b.kind,
+        "library": b.path,
+        "selected_because": b.reason,
+        "version": b.version,
+        "api_version": b.api_version,
+        "emulator": emulator_info(),   # None on NEC's libveo
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    try:
+        info = _info_dict()
+    except ImportError as e:   # no usable libveo (e.g. AIOVEO_LIBVEO names a missing file)
+        print(f"aioveo info: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"aioveo       {info['aioveo_version']}")
+    print(f"backend      {info['backend']}")
+    print(f"library      {info['library']}")
+    print(f"             ({info['selected_because']}; set AIOVEO_LIBVEO to choose)")
+    print(f"version      {info['version']}")
+    print(f"API version  {info['api_version']}")
+    emu = info["emulator"]
+    if emu is not None:
+        print(f"nodes        {emu['nodes']} (VEO_EMU_NODES)")
+        print(f"memory/node  {_size(emu['node_memory'])} (VEO_EMU_NODE_MEMORY)")
+        print(f"helper       {emu['helper']} (VEORUN_BIN)")
+    return 0
+
+
+# ---- config -----------------------------------------------------------------------
 def _config(args: argparse.Namespace) -> int:
     emu = _paths.EMU_DIR
     words = []
@@ -28,11 +92,138 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# ---- demo -------------------------------------------------------------------------
+DEMO_KERNEL = """\
+long add(long a, long b) { return a + b; }
+
+/* x *= f in VE memory; returns the sum of the scaled values */
+double scale(double *x, long n, double f)
+{
+    double s = 0;
+    for (long i = 0; i < n; i++)
+        s += (x[i] *= f);
+    return s;
+}
+"""
+
+DEMO_PYTHON = """\
+async with aioveo.open_proc({node}) as proc:
+    lib = await proc.load_library(so)
+    add = lib.find_function("long add(long a, long b)")
+    scale = lib.find_function("double scale(double *x, long n, double f)")
+    async with proc.open_context() as ctx:
+        await ctx.call(add, 40, 2)
+        ve = await ctx.to_ve(x)
+        await ctx.call(scale, ve.ptr, x.size, 2.0)
+        y = await ctx.from_ve(ve)
+"""
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from . import BuildError, VeBuild, backend, open_proc
+
+    b = backend()
+    print(f"aioveo demo on the {b.kind} ({b.version})\n")
+    print("The kernel, C for the VE:\n")
+    print(textwrap.indent(DEMO_KERNEL, "    "))
+
+    with tempfile.TemporaryDirectory(prefix="aioveo-demo-") as tmp:
+        bld = VeBuild()
+        bld.set_build_dir(tmp)
+        bld.set_c_src("demo", DEMO_KERNEL)
+        t0 = time.perf_counter()
+        try:
+            so = bld.build_so()
+        except BuildError as e:
+            print(f"aioveo demo: building the kernel failed:\n{e}", file=sys.stderr)
+            return 1
+        print(f"1. built it with VeBuild ({bld.backend} compiler) into {so} "
+              f"in {(time.perf_counter() - t0) * 1e3:.0f} ms")
+        print("\nThe Python side:\n")
+        print(textwrap.indent(DEMO_PYTHON.format(node=args.node), "    "))
+
+        async def run() -> None:
+            t0 = time.perf_counter()
+            async with open_proc(args.node) as proc:
+                lib = await proc.load_library(so)
+                add = lib.find_function("long add(long a, long b)")
+                scale = lib.find_function("double scale(double *x, long n, double f)")
+                async with proc.open_context() as ctx:
+                    t1 = time.perf_counter()
+                    print(f"2. opened a VE process on node {args.node}, loaded the library and "
+                          f"opened a context in {(t1 - t0) * 1e3:.1f} ms")
+
+                    r = await ctx.call(add, 40, 2)
+                    assert r == 42
+                    n = 1000
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        await ctx.call(add, i, 1)
+                    dt = (time.perf_counter() - t0) / n
+                    print(f"3. await ctx.call(add, 40, 2) -> {r}; {n} awaited calls: "
+                          f"{dt * 1e6:.1f} us per call")
+
+                    x = np.arange(args.size, dtype=np.float64)
+                    mb = x.nbytes / 1e6
+                    t0 = time.perf_counter()
+                    ve = await ctx.to_ve(x)
+                    t1 = time.perf_counter()
+                    total = await ctx.call(scale, ve.ptr, x.size, 2.0)
+                    t2 = time.perf_counter()
+                    y = await ctx.from_ve(ve)
+                    t3 = time.perf_counter()
+                    await ve.free()
+                    ok = np.array_equal(y, 2.0 * x) and total == 2.0 * x.sum()
+                    print(f"4. numpy array of {x.size} doubles ({mb:.1f} MB): to_ve "
+                          f"{(t1 - t0) * 1e3:.2f} ms, scale on the VE {(t2 - t1) * 1e3:.2f} ms, "
+                          f"from_ve {(t3 - t2) * 1e3:.2f} ms; result "
+                          f"{'matches numpy' if ok else 'WRONG'} (sum {total:g})")
+                    if not ok:
+                        raise AssertionError("the VE's result differs from numpy's")
+            print("5. closed the context and destroyed the VE process")
+
+        t0 = time.perf_counter()
+        asyncio.run(run())
+        print(f"\ndone in {time.perf_counter() - t0:.2f} s. Next: examples/ in the aioveo "
+              "sources, or python -m aioveo info")
+    return 0
+
+
+# ---- bench ------------------------------------------------------------------------
+def _bench(argv: list[str]) -> int:
+    """Forward everything after ``bench`` to aioveo.bench.main (imported only now)."""
+    try:
+        from . import bench
+    except ModuleNotFoundError as e:
+        if e.name not in ("aioveo.bench", f"{__package__}.bench"):
+            raise
+        print("aioveo bench: the benchmark suite (module aioveo.bench) is not part of "
+              "this installation of aioveo", file=sys.stderr)
+        return 2
+    rc = bench.main(argv)
+    return 0 if rc is None else int(rc)
+
+
+# ---- main -------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m aioveo",
-        description="aioveo: asyncio-native VEO for NEC SX-Aurora, with a host emulator.")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog="python -m aioveo", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = sub.add_parser(
+        "info", help="which libveo is in use, its version, the emulator's nodes",
+        description="Show which libveo aioveo loads (the emulator's or NEC's, chosen with "
+                    "AIOVEO_LIBVEO or automatically), its version and VEO API version, and "
+                    "for the emulator its number of nodes, memory per node and helper program.")
+    info.add_argument("--json", action="store_true", help="print it as JSON")
+    info.set_defaults(func=_info)
 
     cfg = sub.add_parser(
         "config", help="compiler flags to build C programs against the emulator's libveo",
@@ -48,7 +239,33 @@ def main(argv: list[str] | None = None) -> int:
                           "(see VEORUN_BIN)")
     cfg.set_defaults(func=_config)
 
+    demo = sub.add_parser(
+        "demo", help="build a kernel, call it, move a numpy array; print what it did",
+        description="A self-contained tour of the asyncio API: writes a tiny C kernel, builds "
+                    "it with VeBuild into a temporary directory, opens a VE process and a "
+                    "context, makes awaited calls and a numpy round trip, and prints each step "
+                    "with its timing. Needs a C compiler (cc) on the emulator.")
+    demo.add_argument("--node", type=int, default=0, help="VE node to use (default 0)")
+    demo.add_argument("--size", type=int, default=1_000_000,
+                      help="doubles in the numpy array (default 1000000)")
+    demo.set_defaults(func=_demo)
+
+    # Parsed by the suite itself (see main); listed here for --help.
+    sub.add_parser("bench", add_help=False,
+                   help="run the benchmark suite; arguments go to it "
+                        "(python -m aioveo bench --help)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":
+        return _bench(argv[1:])
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
     return args.func(args)
 
 
