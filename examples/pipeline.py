@@ -20,46 +20,56 @@ from _kernels import kernel_library
 PROTO = "void smooth(double *x, double *tmp, long n, long sweeps)"
 
 
-async def serial(proc, smooth, data, out, sweeps):
-    """Baseline: one context, and each step awaited before the next starts."""
-    n = data.shape[1]
-    async with proc.open_context() as ctx:
-        buf, tmp = await ctx.alloc_mem(n * 8), await ctx.alloc_mem(n * 8)
-        for i in range(len(data)):
-            await ctx.write_mem(buf, data[i])
-            await ctx.call(smooth, buf, tmp, n, sweeps)
-            await ctx.read_mem(out[i], buf)
-        await ctx.free_mem(buf)
-        await ctx.free_mem(tmp)
+class Lane:
+    """A context with two chunk buffers (double buffering) and a scratch buffer."""
 
+    @classmethod
+    async def open(cls, proc, n):
+        self = cls()
+        self.n = n
+        self.ctx = await proc.open_context()
+        # Allocated once, outside the timed runs: reusing VE memory is the rule.
+        self.bufs = [await self.ctx.alloc_mem(n * 8) for _ in range(2)]
+        self.tmp = await self.ctx.alloc_mem(n * 8)
+        return self
 
-async def lane(proc, smooth, data, out, chunks, sweeps):
-    """One context with double buffering: chunk k uses buffer k % 2."""
-    n = data.shape[1]
-    async with proc.open_context() as ctx:
-        bufs = [await ctx.alloc_mem(n * 8) for _ in range(2)]
-        tmp = await ctx.alloc_mem(n * 8)            # scratch, used by one kernel at a time
-        pending = [None, None]                      # the read that frees each buffer
+    async def run_serial(self, smooth, data, out, chunks, sweeps):
+        """Baseline: one buffer, each step awaited before the next is sent."""
+        buf = self.bufs[0]
+        for i in chunks:
+            await self.ctx.write_mem(buf, data[i])
+            await self.ctx.call(smooth, buf, self.tmp, self.n, sweeps)
+            await self.ctx.read_mem(out[i], buf)
+
+    async def run(self, smooth, data, out, chunks, sweeps):
+        """Double buffering: chunk k uses buffer k % 2; two chunks queued at a time."""
+        steps = []                          # every step, to collect errors at the end
+        pending = [None, None]              # the read that frees each buffer
         for k, i in enumerate(chunks):
             slot = k % 2
             if pending[slot] is not None:
-                await pending[slot]                 # buffer free again: its chunk is back
+                await pending[slot]         # buffer free again: its chunk is back
             # Queue the three steps without waiting: tasks start in creation
             # order and the context runs them in that (FIFO) order.
-            buf = bufs[slot]
-            asyncio.create_task(ctx.write_mem(buf, data[i]))
-            asyncio.create_task(ctx.call(smooth, buf, tmp, n, sweeps))
-            pending[slot] = asyncio.create_task(ctx.read_mem(out[i], buf))
-        await asyncio.gather(*(p for p in pending if p is not None))
-        await ctx.synchronize()
-        for b in (*bufs, tmp):
-            await ctx.free_mem(b)
+            buf = self.bufs[slot]
+            steps.append(asyncio.create_task(self.ctx.write_mem(buf, data[i])))
+            steps.append(asyncio.create_task(
+                self.ctx.call(smooth, buf, self.tmp, self.n, sweeps)))
+            pending[slot] = asyncio.create_task(self.ctx.read_mem(out[i], buf))
+            steps.append(pending[slot])
+        await asyncio.gather(*steps)
+
+    async def close(self):
+        for b in (*self.bufs, self.tmp):
+            await self.ctx.free_mem(b)
+        await self.ctx.close()
 
 
-async def overlapped(proc, smooth, data, out, sweeps, contexts):
+async def overlapped(lanes, smooth, data, out, sweeps):
     # Round-robin the chunks over the lanes; they share the proc's memory.
-    await asyncio.gather(*(lane(proc, smooth, data, out, range(j, len(data), contexts), sweeps)
-                           for j in range(contexts)))
+    k = len(lanes)
+    await asyncio.gather(*(lane.run(smooth, data, out, range(j, len(data), k), sweeps)
+                           for j, lane in enumerate(lanes)))
 
 
 def reference(x, sweeps):
@@ -79,15 +89,21 @@ async def main(args) -> None:
     async with aioveo.open_proc(0) as proc:
         lib = await proc.load_library(kernel_library("stencil"))
         smooth = lib.find_function(PROTO)
+        lanes = [await Lane.open(proc, args.chunk_size) for _ in range(args.contexts)]
+        # Warm-up: the first touch of fresh VE memory costs page faults.
+        warm = min(len(data), 2 * len(lanes))
+        await overlapped(lanes, smooth, data[:warm], out_overlap[:warm], 1)
 
-        await serial(proc, smooth, data[:2], out_serial[:2], args.sweeps)  # warm-up
         t0 = time.perf_counter()
-        await serial(proc, smooth, data, out_serial, args.sweeps)
+        await lanes[0].run_serial(smooth, data, out_serial, range(len(data)), args.sweeps)
         t_serial = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        await overlapped(proc, smooth, data, out_overlap, args.sweeps, args.contexts)
+        await overlapped(lanes, smooth, data, out_overlap, args.sweeps)
         t_overlap = time.perf_counter() - t0
+
+        for lane in lanes:
+            await lane.close()
 
     assert np.array_equal(out_serial, out_overlap), "lanes disagree with the serial run"
     assert np.allclose(out_serial[-1], reference(data[-1], args.sweeps))
