@@ -22,6 +22,7 @@ build_dir = os.path.join(os.environ.get("AIOVEO_CACHE") or os.path.expanduser("~
                          "examples")
 ve_so_name = os.path.join(build_dir, label + ".so")
 if not os.path.exists(ve_so_name):
+    os.makedirs(build_dir, exist_ok=True)         # PyVEO's set_build_dir makes one level only
     bld = veo.VeBuild()
     bld.set_build_dir(build_dir)
     bld.set_c_src(label, src)
