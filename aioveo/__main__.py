@@ -126,7 +126,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from . import BuildError, VeBuild, backend, open_proc
+    from . import BuildError, VeBuild, VeoError, backend, open_proc
 
     b = backend()
     print(f"aioveo demo on the {b.kind} ({b.version})\n")
@@ -189,7 +189,11 @@ def _demo(args: argparse.Namespace) -> int:
             print("5. closed the context and destroyed the VE process")
 
         t0 = time.perf_counter()
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except VeoError as e:
+            print(f"aioveo demo: {e}", file=sys.stderr)
+            return 1
         print(f"\ndone in {time.perf_counter() - t0:.2f} s. Next: examples/ in the aioveo "
               "sources, or python -m aioveo info")
     return 0

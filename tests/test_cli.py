@@ -165,3 +165,13 @@ def test_bench_help_from_the_command_line(tmp_path):
     else:
         assert proc.returncode == 0, proc.stderr
         assert "usage:" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_demo_on_a_missing_node_is_a_clear_error(tmp_path):
+    env = dict(os.environ, VEO_EMU_NODES="2")
+    proc = aioveo_cmd("demo", "--node", "5", "--size", "10", cwd=tmp_path, env=env, check=False)
+    if not aioveo.backend().is_emulator:
+        pytest.skip("node numbers are the machine's")
+    assert proc.returncode == 1
+    assert "aioveo demo: cannot create a VE process on node 5" in proc.stderr
+    assert "Traceback" not in proc.stderr
