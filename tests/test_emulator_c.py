@@ -98,6 +98,8 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
               "VEO_EMU_NODE_MEMORY", "VEO_EMU_SPIN_US", "VEO_EMU_EXIT_TIMEOUT"):
         run_env.pop(k, None)
     run_env.update(env)
+    if VALGRIND:  # valgrind makes the 48 GiB shared VE memory resident: keep it small
+        run_env["VEO_EMU_NODE_MEMORY"] = "1G"
     run_env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:allow_user_segv_handler=1"
     run_env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     return Build(root, run_env, sanitize)
@@ -107,6 +109,7 @@ def _command(build: Build, name: str, args: list[str]) -> list[str]:
     cmd = [str(build.exe(name)), *args]
     if VALGRIND:
         cmd = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+               "--show-possibly-lost=no", "--child-silent-after-fork=yes",
                "--errors-for-leak-kinds=definite", "--track-fds=no", *cmd]
     return cmd
 

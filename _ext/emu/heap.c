@@ -90,7 +90,10 @@ int heap_init(struct emu_heap *h, uint64_t size) {
   if (h->fd < 0) return -1;
   if (ftruncate(h->fd, (off_t)size) != 0) goto fail;
   h->host_base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, h->fd, 0);
-  if (h->host_base == MAP_FAILED) goto fail;
+  if (h->host_base == MAP_FAILED) {
+    h->host_base = NULL;
+    goto fail;
+  }
   h->free_list = malloc(sizeof(struct free_extent));
   if (!h->free_list) goto fail_map;
   *h->free_list = (struct free_extent){0, size, NULL};

@@ -890,20 +890,31 @@ static struct veo_proc_handle *proc_create(int venode, const char *bin) {
   pthread_mutex_init(&p->lock, NULL);
   int shm_fd = memfd_create("aioveo-veo-shm", MFD_CLOEXEC), sv[2] = {-1, -1};
   p->shm_fd = shm_fd;
-  if (shm_fd < 0 || ftruncate(shm_fd, (off_t)EMU_SHM_BYTES) != 0) goto fail;
+  if (shm_fd < 0 || ftruncate(shm_fd, (off_t)EMU_SHM_BYTES) != 0) {
+    emu_set_error("veo_proc_create: cannot create the shared memory: %s", strerror(errno));
+    goto fail;
+  }
   p->shm = mmap(NULL, EMU_SHM_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
   if (p->shm == MAP_FAILED) {
+    emu_set_error("veo_proc_create: cannot map the shared memory: %s", strerror(errno));
     p->shm = NULL;
     goto fail;
   }
   p->hdr = p->shm;
-  if (heap_init(&p->heap, veo_emu_node_memory())) goto fail;
+  if (heap_init(&p->heap, veo_emu_node_memory())) {
+    emu_set_error("veo_proc_create: cannot set up %llu bytes of VE memory (VEO_EMU_NODE_MEMORY): "
+                  "%s", (unsigned long long)veo_emu_node_memory(), strerror(errno));
+    goto fail;
+  }
   p->hdr->magic = EMU_MAGIC;
   p->hdr->version = EMU_PROTO_VERSION;
   p->hdr->node = (uint32_t)node;
   p->hdr->heap_size = p->heap.size;
   p->hdr->spin_us = spin_us();
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) goto fail;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+    emu_set_error("veo_proc_create: socketpair: %s", strerror(errno));
+    goto fail;
+  }
   p->life_fd = sv[0];
   fcntl(sv[0], F_SETFL, O_NONBLOCK);
   fcntl(sv[1], F_SETFL, O_NONBLOCK);

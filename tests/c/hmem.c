@@ -207,8 +207,26 @@ static void test_hooks(void) {
   CHECK_EQ(veo_proc_destroy(p), 0);
 }
 
+/* hmem addresses hold 4 bits of proc identifier: with more than 16 procs
+ * in the table, veo_alloc_hmem refuses. */
+static void test_many_procs(void) {
+  struct veo_proc_handle *p[17];
+  for (int i = 0; i < 17; i++) {
+    p[i] = veo_proc_create(i % 8);
+    REQUIRE(p[i] != NULL);
+  }
+  CHECK_EQ(veo_proc_identifier(p[16]), 16);
+  void *h = NULL;
+  CHECK_EQ(veo_alloc_hmem(p[16], &h, 64), -1);
+  CHECK_EQ(veo_alloc_hmem(p[3], &h, 64), -1);
+  uint64_t a = 0; /* plain VE memory is fine */
+  CHECK_EQ(veo_alloc_mem(p[16], &a, 64), 0);
+  for (int i = 0; i < 17; i++) CHECK_EQ(veo_proc_destroy(p[i]), 0);
+}
+
 int main(void) {
   test_hmem();
   test_hooks();
+  test_many_procs(); /* last: the table keeps its 17 slots (AVEO too) */
   DONE();
 }
