@@ -111,6 +111,8 @@ struct veo_thr_ctxt {
   struct emu_ctx_region *r;
   pthread_mutex_t submit_lock; /* recursive: veo_req_block_begin/end */
   pthread_mutex_t lock;        /* requests map and reaping */
+  pthread_t block_owner;       /* veo_req_block_begin: holder and depth */
+  int block_depth;
   uint64_t next_id;
   uint64_t reaped; /* results taken from the result ring */
   uint64_t head;   /* bytes written into the command ring */
@@ -142,7 +144,9 @@ struct veo_proc_handle {
   int agent_started;
   int reaped_child;
   int exit_status;
-  pthread_mutex_t lock;   /* contexts list, symbol cache */
+  pthread_mutex_t lock;   /* contexts list */
+  pthread_mutex_t sym_lock;  /* symbol cache */
+  pthread_mutex_t reap_lock; /* waitpid of the helper vs. kill() of its pid */
   struct veo_thr_ctxt *ctx[EMU_MAX_CONTEXTS]; /* by region index */
   struct veo_thr_ctxt *open_list[EMU_MAX_CONTEXTS]; /* veo_get_context order */
   int nopen;

@@ -410,10 +410,12 @@ static void wake_all_waiters(struct veo_proc_handle *p) {
 /* The helper is gone (normal exit, fault or kill): reap it, fail its work. */
 static void helper_gone(struct veo_proc_handle *p) {
   int st = 0;
-  if (waitpid(p->pid, &st, 0) == p->pid) {
+  pthread_mutex_lock(&p->reap_lock);
+  if (!p->reaped_child && waitpid(p->pid, &st, 0) == p->pid) {
     p->reaped_child = 1;
     p->exit_status = st;
   }
+  pthread_mutex_unlock(&p->reap_lock);
   uint32_t zero = 0;
   atomic_compare_exchange_strong(&p->hdr->dead, &zero, 255u);
   atomic_store(&p->dead, 1);
@@ -684,15 +686,23 @@ static struct veo_thr_ctxt *context_open(struct veo_proc_handle *p, size_t stack
     pthread_mutex_unlock(&p->lock);
     return NULL;
   }
-  __atomic_store_n(&p->ctx[idx], c, __ATOMIC_RELEASE);
+  __atomic_store_n(&p->ctx[idx], c, __ATOMIC_RELEASE); /* the slot is ours */
+  /* Not under p->lock: main_call takes the main context's submit lock, which
+   * a thread inside veo_req_block_begin(main) may hold while it needs p->lock
+   * (veo_num_contexts, another veo_context_open). */
+  pthread_mutex_unlock(&p->lock);
   uint64_t rv = 1;
   int st = main_call(p, EMU_CMD_OPEN_CTX, 0, (uint64_t)idx, stacksize, NULL, &rv);
-  if (st != VEO_COMMAND_OK || rv != 0) {
-    __atomic_store_n(&p->ctx[idx], NULL, __ATOMIC_RELEASE);
+  pthread_mutex_lock(&p->lock);
+  int ours = proc_ctx(p, idx) == c; /* else veo_proc_destroy retired it meanwhile */
+  if (st != VEO_COMMAND_OK || rv != 0 || !ours) {
     emu_set_error("veo_context_open: the helper could not start the context thread");
-    pthread_mutex_destroy(&c->lock);
-    pthread_mutex_destroy(&c->submit_lock);
-    free(c);
+    if (ours) {
+      __atomic_store_n(&p->ctx[idx], NULL, __ATOMIC_RELEASE);
+      pthread_mutex_destroy(&c->lock);
+      pthread_mutex_destroy(&c->submit_lock);
+      free(c);
+    }
     pthread_mutex_unlock(&p->lock);
     return NULL;
   }
@@ -812,12 +822,25 @@ EXPORT int veo_get_thr_ctxt_stacksize(struct veo_thr_ctxt_attr *a, size_t *sz) {
   return 0;
 }
 
+/* Request blocks hold the context's (recursive) submit lock.  The depth and
+ * owner are tracked so that an unmatched veo_req_block_end (or one from
+ * another thread, or after the context was closed under a failed begin) is
+ * ignored instead of unlocking a mutex the caller does not hold. */
 EXPORT void veo_req_block_begin(struct veo_thr_ctxt *c) {
-  if (ctx_valid(c, "veo_req_block_begin")) pthread_mutex_lock(&c->submit_lock);
+  if (!ctx_valid(c, "veo_req_block_begin")) return;
+  pthread_mutex_lock(&c->submit_lock);
+  c->block_owner = pthread_self();
+  c->block_depth++;
 }
 
 EXPORT void veo_req_block_end(struct veo_thr_ctxt *c) {
-  if (c && c->magic == CTX_MAGIC) pthread_mutex_unlock(&c->submit_lock);
+  if (!c || c->magic != CTX_MAGIC) return;
+  if (pthread_mutex_trylock(&c->submit_lock) != 0) return; /* held by another thread */
+  if (c->block_depth > 0 && pthread_equal(c->block_owner, pthread_self())) {
+    c->block_depth--;
+    pthread_mutex_unlock(&c->submit_lock); /* the block's level */
+  }
+  pthread_mutex_unlock(&c->submit_lock); /* the trylock's level */
 }
 
 /* ---- procs -------------------------------------------------------------------------------- */
@@ -888,6 +911,8 @@ static struct veo_proc_handle *proc_create(int venode, const char *bin) {
   p->life_fd = -1;
   p->heap.fd = -1;
   pthread_mutex_init(&p->lock, NULL);
+  pthread_mutex_init(&p->reap_lock, NULL);
+  pthread_mutex_init(&p->sym_lock, NULL);
   int shm_fd = memfd_create("aioveo-veo-shm", MFD_CLOEXEC), sv[2] = {-1, -1};
   p->shm_fd = shm_fd;
   if (shm_fd < 0 || ftruncate(shm_fd, (off_t)EMU_SHM_BYTES) != 0) {
@@ -974,6 +999,8 @@ fail:
   }
   proc_free_resources(p);
   pthread_mutex_destroy(&p->lock);
+  pthread_mutex_destroy(&p->reap_lock);
+  pthread_mutex_destroy(&p->sym_lock);
   free(p);
   return NULL;
 }
@@ -1015,11 +1042,15 @@ EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
   double t = exit_timeout_s();
   ts.tv_sec += (time_t)t;
   if (pthread_timedjoin_np(p->agent, NULL, &ts) != 0) {
-    kill(p->pid, SIGKILL); /* a kernel that does not return */
+    pthread_mutex_lock(&p->reap_lock); /* (never kill a reaped, maybe reused, pid) */
+    if (!p->reaped_child) kill(p->pid, SIGKILL); /* a kernel that does not return */
+    pthread_mutex_unlock(&p->reap_lock);
     pthread_join(p->agent, NULL);
   }
+  pthread_mutex_lock(&p->reap_lock);
   if (!p->reaped_child) waitpid(p->pid, NULL, 0);
   p->reaped_child = 1;
+  pthread_mutex_unlock(&p->reap_lock);
   atomic_store(&p->dead, 1);
   pthread_mutex_lock(&g_procs_lock);
   if (p->ident >= 0 && p->ident < g_nprocs && g_procs[p->ident] == p) g_procs[p->ident] = NULL;
@@ -1036,12 +1067,14 @@ EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
     __atomic_store_n(&p->ctx[i], NULL, __ATOMIC_RELEASE);
   }
   p->nopen = 0;
+  pthread_mutex_unlock(&p->lock);
+  pthread_mutex_lock(&p->sym_lock);
   for (struct sym_cache_entry *s = p->syms, *n; s; s = n) {
     n = s->next;
     free(s);
   }
   p->syms = NULL;
-  pthread_mutex_unlock(&p->lock);
+  pthread_mutex_unlock(&p->sym_lock);
   /* Keep the shared memory mapped, since a thread still inside wait/peek on
    * one of the proc's contexts may read it, but give its pages back. */
   fallocate(p->shm_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)EMU_SHM_BYTES);
@@ -1071,7 +1104,10 @@ __attribute__((destructor)) static void emu_cleanup_procs(void) {
   for (int i = 0; i < g_nprocs; i++) {
     struct veo_proc_handle *p = g_procs[i];
     /* (not in a forked child: the helpers are its parent's) */
-    if (p && !p->reaped_child && p->pid > 0 && p->owner == getpid()) kill(p->pid, SIGKILL);
+    if (!p || p->pid <= 0 || p->owner != getpid()) continue;
+    pthread_mutex_lock(&p->reap_lock);
+    if (!p->reaped_child) kill(p->pid, SIGKILL);
+    pthread_mutex_unlock(&p->reap_lock);
   }
   pthread_mutex_unlock(&g_procs_lock);
 }
@@ -1106,7 +1142,7 @@ EXPORT uint64_t veo_load_library(struct veo_proc_handle *p, const char *name) {
 
 EXPORT int veo_unload_library(struct veo_proc_handle *p, const uint64_t handle) {
   if (!emu_proc_ok(p)) return -1;
-  pthread_mutex_lock(&p->lock);
+  pthread_mutex_lock(&p->sym_lock);
   for (struct sym_cache_entry **pp = &p->syms; *pp;) {
     if ((*pp)->lib == handle) {
       struct sym_cache_entry *dead = *pp;
@@ -1116,7 +1152,7 @@ EXPORT int veo_unload_library(struct veo_proc_handle *p, const uint64_t handle) 
       pp = &(*pp)->next;
     }
   }
-  pthread_mutex_unlock(&p->lock);
+  pthread_mutex_unlock(&p->sym_lock);
   uint64_t rv = (uint64_t)-1;
   if (main_call(p, EMU_CMD_UNLOAD_LIB, handle, 0, 0, NULL, &rv) != VEO_COMMAND_OK) return -1;
   return (int)(int64_t)rv;
@@ -1135,14 +1171,14 @@ EXPORT uint64_t veo_get_sym(struct veo_proc_handle *p, uint64_t lib, const char 
     errno = ENAMETOOLONG;
     return 0;
   }
-  pthread_mutex_lock(&p->lock);
+  pthread_mutex_lock(&p->sym_lock);
   for (struct sym_cache_entry *s = p->syms; s; s = s->next)
     if (s->lib == lib && strcmp(s->name, name) == 0) {
       uint64_t a = s->addr;
-      pthread_mutex_unlock(&p->lock);
+      pthread_mutex_unlock(&p->sym_lock);
       return a;
     }
-  pthread_mutex_unlock(&p->lock);
+  pthread_mutex_unlock(&p->sym_lock);
   if (!emu_proc_ok(p)) return 0;
   uint64_t addr = 0;
   if (main_call(p, EMU_CMD_GET_SYM, lib, 0, 0, name, &addr) != VEO_COMMAND_OK || !addr) return 0;
@@ -1151,10 +1187,10 @@ EXPORT uint64_t veo_get_sym(struct veo_proc_handle *p, uint64_t lib, const char 
     s->lib = lib;
     s->addr = addr;
     memcpy(s->name, name, len + 1);
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&p->sym_lock);
     s->next = p->syms;
     p->syms = s;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->sym_lock);
   }
   return addr;
 }

@@ -107,6 +107,12 @@ static void test_live_proc(void) {
   veo_req_block_begin(c1);
   veo_req_block_end(c1);
   CHECK_EQ(veo_context_close(c1), 0);
+  /* unmatched request block ends are ignored */
+  veo_req_block_end(c0);
+  veo_req_block_end(c0);
+  veo_req_block_begin(c0);
+  veo_req_block_end(c0);
+  veo_req_block_end(c0);
   /* the rest still works */
   CHECK_EQ(CALL(c0, f_add, args), 2);
   /* a destroyed proc and its contexts */

@@ -68,6 +68,39 @@ static void *collector(void *arg) {
   return (void *)(long)bad;
 }
 
+/* One thread holds a request block on the main context and uses the sync
+ * API (a symbol lookup, the context list) while others open contexts: no
+ * deadlock. */
+static volatile int opener_go;
+static void *opener(void *arg) {
+  (void)arg;
+  while (!opener_go) usleep(100);
+  struct veo_thr_ctxt *c = veo_context_open(p);
+  return (void *)(long)(c != NULL && veo_context_close(c) == 0 ? 0 : 1);
+}
+
+static void test_block_vs_open(void) {
+  struct veo_thr_ctxt *c0 = veo_get_context(p, 0);
+  REQUIRE(c0);
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, opener, NULL);
+  veo_req_block_begin(c0);
+  opener_go = 1;
+  usleep(20000); /* the openers wait for the main context */
+  CHECK(veo_get_sym(p, lib, "k_u8") != 0); /* not cached yet: a request on main */
+  CHECK(veo_num_contexts(p) >= 2);
+  struct veo_args *a = veo_args_alloc();
+  uint64_t r;
+  CHECK_EQ(veo_call_sync(p, f_tid, a, &r), 0);
+  veo_args_free(a);
+  veo_req_block_end(c0);
+  void *bad;
+  for (int i = 0; i < 2; i++) {
+    pthread_join(t[i], &bad);
+    CHECK_EQ((long)bad, 0);
+  }
+}
+
 int main(void) {
   p = proc_with_kernels(0, &lib);
   f_add = sym(p, lib, "add");
@@ -89,6 +122,7 @@ int main(void) {
     CHECK_EQ((long)bad, 0);
   }
   CHECK_EQ(veo_num_contexts(p), 2);
+  test_block_vs_open();
   pthread_t col;
   pthread_create(&col, NULL, collector, NULL);
   struct veo_args *a = veo_args_alloc();
