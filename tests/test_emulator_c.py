@@ -181,6 +181,8 @@ def test_kernel_output_reaches_host(build):
     # the kernel's line sits between the host's lines around the call
     assert out.index("host: before") < out.index("kernel stdout: hello from the VE") \
         < out.index("host: after")
+    # output the kernel left unflushed is flushed when the proc is destroyed
+    assert out.index("[partial line]") < out.index("host: end")
 
 
 def test_bad_input(build):

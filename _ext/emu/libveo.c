@@ -600,7 +600,7 @@ static int main_call(struct veo_proc_handle *p, int type, uint64_t addr, uint64_
   uint64_t id = submit_simple(c, type, addr, arg0, arg1, str, NULL);
   if (id == VEO_REQUEST_ID_INVALID) return VEO_COMMAND_ERROR;
   int st = wait_result(c, id, retval);
-  if (st == VEO_COMMAND_OK && c->r->ctl.msg[0] && !*retval) emu_set_error("%s", c->r->ctl.msg);
+  if (c->r->ctl.msg[0] && (st != VEO_COMMAND_OK || !*retval)) emu_set_error("%s", c->r->ctl.msg);
   c->r->ctl.msg[0] = 0;
   return st;
 }

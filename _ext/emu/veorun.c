@@ -310,6 +310,22 @@ static uint64_t do_memcpy(struct emu_ctx_region *r, uint64_t dst, uint64_t src, 
   return (uint64_t)-1;
 }
 
+/* free() of memory a kernel malloc'ed.  An address that cannot be a malloc
+ * block (misaligned, or its chunk header unreadable) is refused instead of
+ * crashing the process; anything else is up to malloc, as on a VE. */
+static uint32_t do_free(struct emu_ctx_region *r, uint64_t addr) {
+  if (addr == 0) return VEO_COMMAND_OK;
+  char hdr[16];
+  struct iovec l = {hdr, sizeof(hdr)}, rm = {(void *)(uintptr_t)(addr - sizeof(hdr)), sizeof(hdr)};
+  if (addr % 16 != 0 || addr < sizeof(hdr) ||
+      process_vm_readv(getpid(), &l, 1, &rm, 1, 0) != (ssize_t)sizeof(hdr)) {
+    set_msg(r, "free: 0x%llx is not memory allocated in the VE process", (unsigned long long)addr);
+    return VEO_COMMAND_ERROR;
+  }
+  free((void *)(uintptr_t)addr);
+  return VEO_COMMAND_OK;
+}
+
 struct ctx_thread_arg {
   int index;
 };
@@ -407,7 +423,7 @@ static void serve(int index) {
       case EMU_CMD_LOAD_LIB: retval = do_load(r, (const char *)(c + 1)); break;
       case EMU_CMD_UNLOAD_LIB: retval = do_unload(r, (void *)(uintptr_t)c->addr); break;
       case EMU_CMD_GET_SYM: retval = do_get_sym(r, c->addr, (const char *)(c + 1)); break;
-      case EMU_CMD_FREE: free((void *)(uintptr_t)c->addr); break;
+      case EMU_CMD_FREE: status = do_free(r, c->addr); break;
       case EMU_CMD_MEMCPY: retval = do_memcpy(r, c->addr, c->arg0, c->arg1); break;
       case EMU_CMD_OPEN_CTX: retval = do_open_ctx(r, (int)c->arg0, c->arg1); break;
       case EMU_CMD_EXIT: running = 0; break;

@@ -157,6 +157,7 @@ void say(const char *s) {
   printf("kernel stdout: %s\n", s);
   fflush(stdout);
 }
+void say_partial(const char *s) { printf("%s", s); } /* no newline, no flush */
 void say_err(const char *s) { fprintf(stderr, "kernel stderr: %s\n", s); }
 
 /* ---- faults ---- */

@@ -133,6 +133,12 @@ static void test_kernel_malloc(struct veo_proc_handle *p) {
   uint64_t id = veo_async_read_mem(c, v, km + 8, 16);
   CHECK_EQ(veo_call_wait_result(c, id, &r), VEO_COMMAND_OK);
   CHECK(v[0] == 3 && v[1] == 6);
+  /* addresses that cannot be malloc blocks are refused; the proc lives */
+  CHECK(veo_free_mem(p, 0x1230) != 0);
+  CHECK(veo_free_mem(p, km + 8) != 0);
+  uint64_t fid = veo_free_mem_async(c, 0x1230);
+  CHECK_EQ(veo_call_wait_result(c, fid, &r), VEO_COMMAND_ERROR);
+  CHECK_EQ(veo_get_context_state(c), VEO_STATE_RUNNING);
   /* veo_free_mem frees it in the VE process */
   CHECK_EQ(veo_free_mem(p, km), 0);
   free(v);

@@ -18,7 +18,12 @@ int main(void) {
   fflush(stdout);
   veo_args_set_stack(a, VEO_INTENT_IN, 0, err, sizeof(err));
   CALL(c, sym(p, lib, "say_err"), a);
+  /* unflushed output is flushed when the proc ends */
+  char part[] = "[partial line]";
+  veo_args_set_stack(a, VEO_INTENT_IN, 0, part, sizeof(part));
+  CALL(c, sym(p, lib, "say_partial"), a);
   veo_args_free(a);
   CHECK_EQ(veo_proc_destroy(p), 0);
+  printf("\nhost: end\n");
   DONE();
 }
