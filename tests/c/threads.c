@@ -101,6 +101,52 @@ static void test_block_vs_open(void) {
   }
 }
 
+/* Threads blocked in wait or polling with peek while another thread closes
+ * the context or destroys the proc: they return, with OK or ERROR. */
+struct waiter {
+  struct veo_thr_ctxt *c;
+  uint64_t id;
+  int peek, status;
+};
+static void *waiter_main(void *arg) {
+  struct waiter *w = arg;
+  uint64_t r;
+  if (!w->peek) {
+    w->status = veo_call_wait_result(w->c, w->id, &r);
+  } else {
+    while ((w->status = veo_call_peek_result(w->c, w->id, &r)) == VEO_COMMAND_UNFINISHED)
+      usleep(200);
+  }
+  return NULL;
+}
+
+static void test_teardown_under_waiters(int destroy) {
+  uint64_t l;
+  struct veo_proc_handle *q = proc_with_kernels(1, &l);
+  struct veo_thr_ctxt *c = veo_context_open(q);
+  c = veo_context_open(q);
+  REQUIRE(c);
+  struct veo_args *a = veo_args_alloc();
+  veo_args_set_i64(a, 0, 100);
+  struct waiter w[4];
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = (struct waiter){c, veo_call_async(c, sym(q, l, "sleep_ms"), a), i % 2, -1};
+    pthread_create(&t[i], NULL, waiter_main, &w[i]);
+  }
+  usleep(30000);
+  double t0 = now_s();
+  if (destroy) CHECK_EQ(veo_proc_destroy(q), 0);
+  else CHECK_EQ(veo_context_close(c), 0);
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    CHECK(w[i].status == VEO_COMMAND_OK || w[i].status == VEO_COMMAND_ERROR);
+  }
+  CHECK(now_s() - t0 < 2.0);
+  veo_args_free(a);
+  if (!destroy) CHECK_EQ(veo_proc_destroy(q), 0);
+}
+
 int main(void) {
   p = proc_with_kernels(0, &lib);
   f_add = sym(p, lib, "add");
@@ -123,6 +169,8 @@ int main(void) {
   }
   CHECK_EQ(veo_num_contexts(p), 2);
   test_block_vs_open();
+  test_teardown_under_waiters(0);
+  test_teardown_under_waiters(1);
   pthread_t col;
   pthread_create(&col, NULL, collector, NULL);
   struct veo_args *a = veo_args_alloc();
