@@ -1,4 +1,5 @@
 /* Procs: creation and destruction, identifiers, nodes, helper processes. */
+#include <fcntl.h>
 #include <sys/select.h>
 
 #include "check.h"
@@ -242,6 +243,50 @@ static void test_fd_inheritance(void) {
   CHECK_EQ(veo_proc_destroy(p), 0);
 }
 
+static int count_lines(const char *path) {
+  FILE *f = fopen(path, "r");
+  int n = 0, ch;
+  if (!f) return -1;
+  while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+  fclose(f);
+  return n;
+}
+
+static int count_fds(void) {
+  int n = 0;
+  for (int fd = 0; fd < 1024; fd++) n += fcntl(fd, F_GETFD) != -1;
+  return n;
+}
+
+/* Creating and destroying procs leaks no fds and no threads. */
+static void test_churn(void) {
+  int fds0 = count_fds();
+  int maps0 = count_lines("/proc/self/maps");
+  for (int i = 0; i < 40; i++) {
+    uint64_t lib;
+    struct veo_proc_handle *p = proc_with_kernels(i % 8, &lib);
+    struct veo_thr_ctxt *c = veo_context_open(p);
+    c = veo_context_open(p);
+    REQUIRE(c);
+    struct veo_args *a = veo_args_alloc();
+    CALL(c, sym(p, lib, "nop"), a);
+    veo_args_free(a);
+    if (i % 2) CHECK_EQ(veo_context_close(c), 0);
+    CHECK_EQ(veo_proc_destroy(p), 0);
+  }
+  CHECK_EQ(count_fds(), fds0);
+  /* destroyed procs keep only their shared memory's address range mapped */
+  int maps = count_lines("/proc/self/maps");
+  CHECK(maps - maps0 <= 40 + 8);
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  int threads = -1;
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "Threads: %d", &threads) == 1) break;
+  if (f) fclose(f);
+  CHECK_EQ(threads, 1);
+}
+
 int main(void) {
   CHECK_EQ(veo_api_version(), 16);
   CHECK(veo_version_string() && veo_version_string()[0]);
@@ -254,6 +299,7 @@ int main(void) {
   test_exit_without_destroy(0);
   test_fork_child_exit();
   test_fd_inheritance();
+  test_churn();
   /* every helper was reaped: this process has no child left */
   errno = 0;
   CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
