@@ -16,7 +16,8 @@ from ._core import (
     VEO_INTENT_IN, VEO_INTENT_INOUT, VEO_INTENT_OUT,
     VEO_STATE_BLOCKED, VEO_STATE_EXIT, VEO_STATE_RUNNING, VEO_STATE_SYSCALL, VEO_STATE_UNKNOWN,
     Backend, ClosedError, OnStack, ProcDeadError, SymbolNotFoundError, Unfinished,
-    VEMemPtr, VeoCtxt, VeoError, VeoException, VeoFunction, VeoLibrary, VeoProc, VeoRequest,
+    VEMemPtr, VeoBatch, VeoCtxt, VeoError, VeoException, VeoFunction, VeoLibrary, VeoProc,
+    VeoRequest,
     backend, del_proc_init_hook, emulator_info, set_proc_init_hook,
 )
 from ._ctype import CTypeError

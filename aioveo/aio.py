@@ -76,6 +76,22 @@ def _lib_path() -> str:
     return backend().path
 
 
+_INLINE: list[int] = []
+
+
+def _inline_transfer_bytes() -> int:
+    """Transfers up to this size on an idle context are copied directly, on
+    the loop thread: handing them to the context's queue and the completion
+    back to the loop costs more than the copy (a 1 MiB memcpy is ~50 us; a
+    cross-thread hand-off is 10-30 us).  $AIOVEO_INLINE_TRANSFER overrides;
+    0 turns it off.  On a real VE the copy is a DMA the thread waits for, so
+    the default there is smaller."""
+    if not _INLINE:
+        default = 1 << 20 if backend().is_emulator else 64 << 10
+        _INLINE.append(int(os.environ.get("AIOVEO_INLINE_TRANSFER", default)))
+    return _INLINE[0]
+
+
 async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
@@ -264,21 +280,19 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub) -> asyncio.Future:
-        """A future for `request`; the VE's completion releases its slot."""
+    def _track(self, request: Any, hub: _hub.Hub, slots: int = 1) -> asyncio.Future:
+        """A future for `request` (a VeoRequest or VeoBatch); the VE's
+        completion releases its `slots` in-flight slots."""
         fut = hub.loop.create_future()
-        if self._in_flight == 1:  # nothing else queued: it may finish right away
+        if self._in_flight == slots:  # nothing else queued: it may finish right away
             for _ in range(_hub.SPOT_PEEKS):
                 status, retval = hub.peek_now(request)
                 if status != _hub.UNFINISHED:
-                    self._release()
+                    self._release(slots)
                     _hub.deliver(request, fut, None, status, retval)
                     return fut
-        hub.watch(request, fut, self._on_done)
+        hub.watch(request, fut, lambda _r, _s, _v: self._release(slots))
         return fut
-
-    def _on_done(self, request: Any, status: int, retval: int) -> None:
-        self._release()
 
     # -- calls
     def submit_nowait(self, fn: VeoFunction, *args: Any) -> asyncio.Future:
@@ -315,70 +329,33 @@ class AsyncContext:
         return await (await self.submit(fn, *args))
 
     async def map(self, fn: VeoFunction, arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
-        """Call `fn` once per argument tuple; results in order.  Calls are
-        submitted in batches and only the last call of a batch is watched
-        (a context completes in order), so the per-call cost is low."""
+        """Call `fn` once per argument tuple; results in order.  Calls go to
+        the VE in batches (``VeoFunction.submit_batch``) of up to half the
+        in-flight bound, so the Python cost is paid per batch, not per call,
+        and the next batch is queued while the VE runs the previous one."""
         self._check()
         hub = self._get_hub()
-        todo = [tuple(a) for a in arg_tuples]
-        results: list[Any] = []
-        first_error: BaseException | None = None
-        pos = 0
-        while pos < len(todo):
-            n = min(len(todo) - pos, max(1, self.max_in_flight // 2))
-            await self._acquire(n)
-            batch = []
-            try:
-                for a in todo[pos:pos + n]:
-                    batch.append(fn(self.sync, *a))
-            finally:
-                if len(batch) < n:
-                    self._release(n - len(batch))
-            if not batch:
-                break
-            last = hub.loop.create_future()
-            hub.watch(batch[-1], last, None)
-            try:
-                results_last = await asyncio.shield(last)
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    hub.loop.call_soon(self._finish_batch_later, hub, batch, last)
+        todo = arg_tuples if isinstance(arg_tuples, list) else list(arg_tuples)
+        chunk = max(1, self.max_in_flight // 2)
+        futures: list[asyncio.Future] = []
+        try:
+            for pos in range(0, len(todo), chunk):
+                part = todo[pos:pos + chunk]
+                await self._acquire(len(part))
+                try:
+                    batch = fn.submit_batch(self.sync, part)
+                except BaseException:
+                    self._release(len(part))
                     raise
-                results_last, first_error = None, first_error or exc
-            for req in batch[:-1]:
-                try:
-                    results.append(self._finish_now(hub, req))
-                except Exception as exc:  # noqa: BLE001
-                    first_error = first_error or exc
-                    results.append(None)
-            results.append(results_last)
-            self._release(len(batch))
-            pos += len(batch)
-            if len(batch) < n:
-                break
-        if first_error is not None:
-            raise first_error
-        return results
-
-    def _finish_now(self, hub: _hub.Hub, request: Any) -> Any:
-        status, retval = hub.peek_now(request)
-        if status == _hub.UNFINISHED:  # never for an in-order context; be safe
-            raise VeoError(f"request {request.req_id} unfinished after a later one completed")
-        return request.finish(status, retval)
-
-    def _finish_batch_later(self, hub: _hub.Hub, batch: list, last: asyncio.Future) -> None:
-        # The awaiting task was cancelled: collect the batch when the VE is done.
-        def done(_f: asyncio.Future) -> None:
-            for req in batch[:-1]:
-                try:
-                    self._finish_now(hub, req)
-                except Exception:  # noqa: BLE001 - nobody is waiting
-                    pass
-            self._release(len(batch))
-        if last.done():
-            done(last)
-        else:
-            last.add_done_callback(done)
+                futures.append(self._track(batch, hub, len(part)))
+            results: list[Any] = []
+            for f in futures:
+                results.extend(await f)
+            return results
+        except BaseException:
+            for f in futures:  # failed or cancelled: nobody reads the others
+                f.add_done_callback(_consume)
+            raise
 
     # -- memory
     async def _submit_request(self, make: Callable[[], Any]) -> Any:
@@ -395,11 +372,19 @@ class AsyncContext:
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
+        if self._in_flight == 0 and size <= _inline_transfer_bytes():
+            self._check()  # nothing queued here: a direct copy keeps the order
+            self.proc.sync.read_mem(dst, src, size)
+            return
         await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size))
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
+        if self._in_flight == 0 and size <= _inline_transfer_bytes():
+            self._check()
+            self.proc.sync.write_mem(dst, src, size)
+            return
         await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size))
 
     async def alloc_mem(self, size: int) -> VEMemPtr:
@@ -463,6 +448,11 @@ class AsyncContext:
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         await self.close(cancel=exc_type is not None)
+
+
+def _consume(f: asyncio.Future) -> None:
+    if not f.cancelled():
+        f.exception()
 
 
 def _nbytes(obj: Any) -> int:

@@ -539,3 +539,44 @@ print("bye")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "bye"
     assert time.monotonic() - t0 < 20
+
+
+# ---- batches -----------------------------------------------------------------------
+def test_submit_batch_results_in_order(lib, ctx):
+    add = lib.find_function("long add(long, long)")
+    b = add.submit_batch(ctx, [(i, i) for i in range(1000)])
+    assert len(b) == 1000 and isinstance(b, veo.VeoBatch)
+    assert b.wait_result() == [2 * i for i in range(1000)]
+    with pytest.raises(veo.VeoError, match="already collected"):
+        b.wait_result()
+    dsum = lib.find_function("double dsum(const double *x, long n)")
+    arrays = [np.full(4, float(i)) for i in range(10)]
+    batch = dsum.submit_batch(ctx, ((OnStack(a), 4) for a in arrays))
+    assert batch.wait_result() == [4.0 * i for i in range(10)]
+
+
+def test_submit_batch_bad_call_keeps_the_context_usable(lib, ctx):
+    add = lib.find_function("long add(long, long)")
+    with pytest.raises(OverflowError):
+        add.submit_batch(ctx, [(1, 2), (3, 4), (2**70, 1)])
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        add.submit_batch(ctx, [(1, 2), (3,)])
+    with pytest.raises(ValueError, match="at least one"):
+        add.submit_batch(ctx, [])
+    ctx.context_sync()                       # the submitted calls drain, nothing leaks
+    assert add(ctx, 1, 1).wait_result() == 2
+
+
+def test_submit_batch_fault(kernels):
+    p = veo.VeoProc(0)
+    try:
+        c = p.open_context()
+        crash = p.load_library(kernels).find_function("long crash(void)")
+        # the first call kills the VE: the batch's submission stops at a dead
+        # proc, or (if all three were queued in time) waiting raises the fault
+        with pytest.raises((veo.VeoException, veo.ProcDeadError)):
+            crash.submit_batch(c, [()] * 3).wait_result()
+        with pytest.raises(veo.ProcDeadError):
+            crash(c)
+    finally:
+        p.destroy()
