@@ -305,7 +305,7 @@ class AsyncContext:
         hub = self._get_hub()
         self._in_flight += 1
         try:
-            request = fn(self.sync, *args)
+            request = _for_context(fn, self)(self.sync, *args)
         except BaseException:
             self._release()
             raise
@@ -318,7 +318,7 @@ class AsyncContext:
         hub = self._get_hub()
         await self._acquire()
         try:
-            request = fn(self.sync, *args)
+            request = _for_context(fn, self)(self.sync, *args)
         except BaseException:
             self._release()
             raise
@@ -343,7 +343,7 @@ class AsyncContext:
                 part = todo[pos:pos + chunk]
                 await self._acquire(len(part))
                 try:
-                    batch = fn.submit_batch(self.sync, part)
+                    batch = _for_context(fn, self).submit_batch(self.sync, part)
                 except BaseException:
                     self._release(len(part))
                     raise
@@ -358,7 +358,7 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, make: Callable[[], Any]) -> Any:
+    async def _submit_request(self, make: Callable[[], Any]) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
         await self._acquire()
@@ -367,7 +367,18 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return await self._track(request, hub)
+        return self._track(request, hub)
+
+    async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
+        """Queue a copy of VE memory `src` into `dst` behind this context's
+        work; returns a future of its completion (``dst`` is kept alive until
+        then).  ``read_mem`` is this, awaited."""
+        return await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size))
+
+    async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
+        """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
+        future of its completion."""
+        return await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size))
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
@@ -376,7 +387,7 @@ class AsyncContext:
             self._check()  # nothing queued here: a direct copy keeps the order
             self.proc.sync.read_mem(dst, src, size)
             return
-        await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size))
+        await (await self.submit_read_mem(dst, src, size))
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
@@ -385,7 +396,7 @@ class AsyncContext:
             self._check()
             self.proc.sync.write_mem(dst, src, size)
             return
-        await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size))
+        await (await self.submit_write_mem(dst, src, size))
 
     async def alloc_mem(self, size: int) -> VEMemPtr:
         """Allocate VE memory of the proc."""
@@ -450,6 +461,16 @@ class AsyncContext:
         await self.close(cancel=exc_type is not None)
 
 
+def _for_context(fn: "PoolFunction | VeoFunction", ctx: AsyncContext) -> VeoFunction:
+    """The VeoFunction to call on `ctx` (a PoolFunction names one per proc)."""
+    if isinstance(fn, PoolFunction):
+        try:
+            return fn.per_proc[ctx.proc]
+        except KeyError:
+            raise ValueError(f"{fn!r} was not resolved in the proc of {ctx!r}") from None
+    return fn
+
+
 def _consume(f: asyncio.Future) -> None:
     if not f.cancelled():
         f.exception()
@@ -474,6 +495,10 @@ class VEArray:
 
     @property
     def addr(self) -> int:
+        return int(self.ptr.addr)
+
+    def __index__(self) -> int:
+        """A VEArray passes as its VE address: ``await ctx.call(fn, ve_array, n)``."""
         return int(self.ptr.addr)
 
     async def free(self) -> None:
@@ -525,7 +550,7 @@ class Pool:
 
     async def submit(self, fn: PoolFunction | VeoFunction, *args: Any) -> asyncio.Future:
         ctx = self.least_loaded()
-        return await ctx.submit(self._resolve(fn, ctx), *args)
+        return await ctx.submit(_for_context(fn, ctx), *args)
 
     async def call(self, fn: PoolFunction | VeoFunction, *args: Any) -> Any:
         return await (await self.submit(fn, *args))
@@ -535,15 +560,9 @@ class Pool:
         todo = list(arg_tuples)
         k = len(self.contexts)
         slices = [todo[i * len(todo) // k:(i + 1) * len(todo) // k] for i in range(k)]
-        parts = await asyncio.gather(*(c.map(self._resolve(fn, c), s)
+        parts = await asyncio.gather(*(c.map(_for_context(fn, c), s)
                                        for c, s in zip(self.contexts, slices) if s))
         return [r for part in parts for r in part]
-
-    @staticmethod
-    def _resolve(fn: PoolFunction | VeoFunction, ctx: AsyncContext) -> VeoFunction:
-        if isinstance(fn, PoolFunction):
-            return fn.per_proc[ctx.proc]
-        return fn
 
     async def close(self, *, cancel: bool = False) -> None:
         await asyncio.gather(*(c.close(cancel=cancel) for c in self.contexts),

@@ -115,6 +115,32 @@ async def test_transfers_numpy_and_fifo_order(aio_lib):
 
 
 @pytest.mark.asyncio
+async def test_queued_transfer_futures_and_vearray_arguments(aio_lib):
+    async with aioveo.open_proc(0) as proc, proc.open_context() as ctx:
+        k = await open_kernels(proc, aio_lib)
+        x = np.arange(1000, dtype=np.float64)
+        ve = await ctx.to_ve(np.zeros_like(x))
+        out = np.zeros_like(x)
+        # queued without awaiting each step: write, scale, read run in FIFO order
+        w = await ctx.submit_write_mem(ve, x)
+        s = await ctx.submit(k.scale, ve, x.size, 2.0)     # a VEArray passes as its address
+        r = await ctx.submit_read_mem(out, ve)
+        del x                                               # the write request keeps it alive
+        await asyncio.gather(w, s, r)
+        np.testing.assert_array_equal(out, np.arange(1000) * 2.0)
+        await ve.free()
+
+
+@pytest.mark.asyncio
+async def test_pool_function_called_on_a_chosen_context(aio_lib):
+    async with aioveo.open_pool([0, 1], contexts_per_proc=1) as pool:
+        add = await pool.function(aio_lib, "long add(long, long)")
+        for ctx in pool.contexts:
+            assert await ctx.call(add, 2, 3) == 5
+        assert await pool.map(add, [(i, i) for i in range(10)]) == [2 * i for i in range(10)]
+
+
+@pytest.mark.asyncio
 async def test_cancel_keeps_buffers_and_context(aio_lib):
     async with aioveo.open_proc(0) as proc, proc.open_context() as ctx:
         k = await open_kernels(proc, aio_lib)
