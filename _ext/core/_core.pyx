@@ -105,7 +105,7 @@ class Unfinished(VeoError, NameError):
 
 
 class ClosedError(VeoError):
-    """The proc was destroyed or the context closed."""
+    """The proc was destroyed, the context closed or the VE memory freed."""
 
 
 class ProcDeadError(VeoError):
@@ -294,6 +294,7 @@ cdef class VEMemPtr:
     cdef readonly uint64_t addr
     cdef readonly size_t size
     cdef readonly object proc
+    cdef readonly bint freed     # set by free_mem: using it again is an error
 
     def __init__(self, proc, uint64_t addr, size_t size=0):
         self.proc = proc
@@ -334,6 +335,8 @@ cdef uint64_t _ve_addr(object proc, object ptr, str what, size_t need) except? 0
     cdef VEMemPtr p
     if type(ptr) is VEMemPtr:
         p = <VEMemPtr>ptr
+        if p.freed:
+            raise ClosedError(f"{what} {p!r} was freed")
         if p.proc is not proc:
             raise ValueError(f"{what} {p!r} belongs to another proc")
         if p.size and need > p.size:
@@ -799,6 +802,8 @@ cdef int _set_arg(veo_args *a, int i, int code, object x, object proc, VeoFuncti
     else:
         if code == T_PTR:
             if type(x) is VEMemPtr:
+                if (<VEMemPtr>x).freed:
+                    raise ClosedError(f"{fn.name}() argument {i + 1}: {x!r} was freed")
                 if (<VEMemPtr>x).proc is not proc:
                     raise ValueError(f"{fn.name}() argument {i + 1}: {x!r} belongs to another proc")
                 x = (<VEMemPtr>x).addr
@@ -866,9 +871,13 @@ cdef class VeoLibrary:
 
     cdef uint64_t _lookup(self, str symname) except? 0:
         cdef veo_proc_handle *h = self.proc._live_handle()
+        if "\0" in symname:
+            raise ValueError(f"symbol name {symname!r} contains a NUL byte")
         b = symname.encode()
         cdef uint64_t addr = api.get_sym(h, self.lib_handle, b)
         if addr == 0:
+            if self.proc._is_dead():
+                raise ProcDeadError(_why(f"looking up {symname!r}: the VE process is dead"))
             raise SymbolNotFoundError(_why(f"symbol {symname!r} not found in {self.name}"))
         return addr
 
@@ -1008,6 +1017,11 @@ cdef class VeoCtxt:
                 api.context_sync(h)
         self._reap_orphans(True)
 
+    cdef void _detach(self):
+        """The proc was destroyed: forget the handle, release dropped requests."""
+        self.handle_ = NULL
+        self._reap_orphans()
+
     cdef int _close(self) except -1:
         cdef veo_thr_ctxt *h = self.handle_
         if h == NULL:
@@ -1102,13 +1116,22 @@ cdef class VeoProc:
             raise ClosedError("the proc was destroyed")
         return self.handle_
 
+    def _is_dead(self):
+        """Whether the VE process died (a context of it reports EXIT, or the
+        emulator says so)."""
+        for c in self.context:
+            if (<VeoCtxt>c).handle_ != NULL and \
+                    api.get_context_state((<VeoCtxt>c).handle_) == C_STATE_EXIT:
+                return True
+        msg = _why("")
+        return "died" in msg or "dead" in msg
+
     def _raise_failed(self, str what):
         if self.handle_ == NULL:
             raise ClosedError(f"{what}: the proc was destroyed")
-        msg = _why(what)
-        if "died" in msg or "dead" in msg:
-            raise ProcDeadError(msg)
-        raise VeoError(msg)
+        if self._is_dead():
+            raise ProcDeadError(_why(f"{what}: the VE process is dead"))
+        raise VeoError(_why(what))
 
     def proc_identifier(self):
         """This proc's identifier (0, 1, 2, ... in creation order)."""
@@ -1195,6 +1218,8 @@ cdef class VeoProc:
             rc = api.free_mem(h, addr)
         if rc != 0:
             self._raise_failed(f"cannot free VE memory at 0x{addr:x}")
+        if type(ptr) is VEMemPtr:
+            (<VEMemPtr>ptr).freed = True
 
     def read_mem(self, dst, src, size=None):
         """Copy `size` bytes (default: all of `dst`) of VE memory `src` into the
@@ -1270,21 +1295,21 @@ cdef class VeoProc:
 
     # -- life cycle
     def destroy(self):
-        """Close the contexts and end the VE process (idempotent)."""
+        """End the VE process and with it every context (idempotent).
+        veo_proc_destroy lets queued work finish, within the library's limit
+        (the emulator's VEO_EMU_EXIT_TIMEOUT), so a kernel that never returns
+        cannot hang it; closing each context first could."""
         if self.handle_ == NULL:
             return
-        for c in list(self.context):
-            try:
-                (<VeoCtxt>c)._close()
-            except VeoError as e:  # a dead proc cannot close cleanly; destroy still works
-                log.debug("aioveo: closing %r: %s", c, e)
-        self.context.clear()
         cdef veo_proc_handle *h = self.handle_
         self.handle_ = NULL
         _live_procs.discard(self)
         cdef int rc
         with nogil:
             rc = api.proc_destroy(h)
+        for c in self.context:  # the VE is gone: their buffers may be released
+            (<VeoCtxt>c)._detach()
+        self.context.clear()
         log.debug("aioveo: destroyed proc on node %d", self.nodeid)
         if rc != 0:
             raise VeoError(_why("veo_proc_destroy failed"))
