@@ -270,6 +270,55 @@ def cpu_cost(setup: Setup, rig: SyncRig, kernel_s: float) -> dict[str, float]:
     return out
 
 
+def engine_modes(setup: Setup, quick: bool) -> dict[str, float]:
+    """The completion engine's two designs, each in a fresh process (the mode
+    is chosen at import): one thread polling the oldest request of every
+    context with back-off (poll) against a thread per context blocked in
+    veo_call_wait_result (wait)."""
+    out = {}
+    for mode in ("poll", "wait"):
+        env = {**os.environ, "AIOVEO_ENGINE": mode}
+        r = subprocess.run([sys.executable, "-m", "aioveo.bench", "--engine-probe", setup.kernels,
+                            "--quick" if quick else "--full"],
+                           check=True, capture_output=True, text=True, env=env)
+        for k, v in json.loads(r.stdout).items():
+            out[f"{mode}: {k}"] = v
+    return out
+
+
+def _engine_probe(kernels: str, quick: bool) -> dict[str, float]:
+    """Measured inside one process: the hand-off cost of an awaited 200 us
+    kernel (beyond a blocking wait_result of the same kernel), throughput of
+    8 contexts awaiting 100 us kernels at once, CPU while awaiting 1 s."""
+    n = 200 if quick else 1000
+
+    async def probe() -> dict[str, float]:
+        proc = await open_proc(0)
+        lib = await proc.load_library(kernels)
+        ctxs = [await proc.open_context() for _ in range(8)]
+        work = lib.find_function("long work_us(long)")
+        sleep_ms = lib.find_function("long sleep_ms(long)")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            work(ctxs[0].sync, 200).wait_result()
+        blocking = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await ctxs[0].call(work, 200)
+        awaited = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()
+        await asyncio.gather(*(c.map(work, [(100,)] * (n // 4)) for c in ctxs))
+        rate = 8 * (n // 4) / (time.perf_counter() - t0)
+        c0, t0 = time.process_time(), time.perf_counter()
+        await ctxs[0].call(sleep_ms, 1000)
+        cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
+        await proc.close()
+        return {"hand-off, us": (awaited - blocking) * 1e6, "8 contexts, calls/s": rate,
+                "CPU awaiting 1 s": cpu}
+
+    return run_async("uvloop", probe)
+
+
 def _cpu_of(pid: int | None) -> float:
     if not pid:
         return 0.0
@@ -357,6 +406,8 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
                 res["cpu"] = collect(1 if quick else 3, lambda: cpu_cost(setup, rig, 1.0 if quick else 2.0))
             if want("overhead"):
                 res["overhead"] = collect(rounds, lambda: overhead(rig, 10000))
+            if want("engine"):
+                res["engine"] = collect(1 if quick else 3, lambda: engine_modes(setup, quick))
         finally:
             rig.close()
     res["targets"] = targets(res)
@@ -474,6 +525,13 @@ def markdown(res: dict) -> str:
         lines += ["### CPU cost (fraction of one core)", "", "| situation | CPU |", "|---|---|"]
         lines += [f"| {k} | {v['median']:.2%} |" for k, v in res["cpu"].items()]
         lines.append("")
+    if "engine" in res:
+        lines += ["### Completion engine: one polling thread (poll) vs a waiting thread per "
+                  "context (wait)", "", "| measure | value |", "|---|---|"]
+        for k, v in res["engine"].items():
+            val = f"{v['median']:.2%}" if "CPU" in k else f"{v['median']:,.1f}"
+            lines.append(f"| {k} | {val} |")
+        lines.append("")
     if "overhead" in res:
         lines += ["### Python-side cost per call (sync core)", "", "| step | per call |", "|---|---|"]
         lines += [f"| {k} | {cell(v, _fmt_time)} |" for k, v in res["overhead"].items()]
@@ -546,9 +604,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds and sizes (about a minute)")
     ap.add_argument("--out", metavar="DIR", help="write results.json, results.md and results.png here")
     ap.add_argument("--only", metavar="SCENARIO", action="append",
-                    choices=["latency", "throughput", "bandwidth", "scaling", "cpu", "overhead"],
+                    choices=["latency", "throughput", "bandwidth", "scaling", "cpu", "overhead",
+                             "engine"],
                     help="run only this scenario (repeatable)")
+    ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--engine-probe", metavar="KERNELS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.engine_probe:  # internal: one engine mode, in its own process
+        print(json.dumps(_engine_probe(args.engine_probe, args.quick)))
+        return 0
     res = run(args.quick, set(args.only) if args.only else None)
     md = markdown(res)
     print(md)
