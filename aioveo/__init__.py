@@ -8,6 +8,8 @@ Three faces, one core:
   program ports by changing ``import veo`` into ``import aioveo as veo``,
 - the host emulator, used when no Vector Engine is present (see ``backend()``).
 """
+import logging as _logging
+
 from ._core import (
     COMMAND_ERROR, COMMAND_EXCEPTION, COMMAND_OK, COMMAND_UNFINISHED,
     INTENT_IN, INTENT_INOUT, INTENT_OUT,
@@ -26,7 +28,12 @@ from .aio import (
     AsyncContext, AsyncProc, InFlightLimitError, Pool, PoolFunction, VEArray,
     open_pool, open_proc, open_procs,
 )
+from . import trace
 
 __version__ = "0.1.0"
+
+# Silent unless the application configures logging: debug records for proc and
+# context life cycles and failed requests go to the "aioveo" logger.
+_logging.getLogger("aioveo").addHandler(_logging.NullHandler())
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -27,6 +27,7 @@ log = logging.getLogger("aioveo")
 
 UNFINISHED = 3
 ERROR = 2
+EXCEPTION = 1
 
 #: Peeks on the loop thread before a request is handed to the engine, used
 #: only while the context has nothing else in flight (latency, not load).
@@ -120,10 +121,13 @@ def deliver(request: Any, future: asyncio.Future | None,
     try:
         result = request.finish(status, retval)
     except BaseException as exc:  # noqa: BLE001 - handed to the awaiter
-        if future is not None and not future.done():
+        waiting = future is not None and not future.done()
+        log.debug("aioveo: request %s on context 0x%x failed%s: %r", request.req_id,
+                  request.ctx_handle, "" if waiting else " with nobody waiting", exc)
+        if status == EXCEPTION:
+            log.debug("aioveo: the VE process died (kernel exception, signal %d)", retval)
+        if future is not None and waiting:
             future.set_exception(exc)
-        else:
-            log.debug("aioveo: request %s failed with nobody waiting: %r", request.req_id, exc)
         return
     if future is not None and not future.done():
         future.set_result(result)

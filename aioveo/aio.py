@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import signal
 from typing import Any, Awaitable, Callable, Generic, Iterable, Sequence, TypeVar
@@ -43,9 +44,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("aioveo")
 
 DEFAULT_MAX_IN_FLIGHT = 1024
 _SMALL_TRANSFER = 64 * 1024
+
+#: The active aioveo.trace.Recorder, if any (set by aioveo.trace.start/stop).
+_recorder: Any = None
 
 
 class InFlightLimitError(VeoError):
@@ -104,6 +109,7 @@ class AsyncProc:
         self.sync = proc
         self.contexts: list[AsyncContext] = []
         self._closed = False
+        log.debug("aioveo: opened %s", self)
 
     @property
     def nodeid(self) -> int:
@@ -112,6 +118,14 @@ class AsyncProc:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def __str__(self) -> str:
+        try:
+            ident = f" {self.sync.proc_identifier()}"
+        except VeoError:   # destroyed, or a libveo without veo_proc_identifier
+            ident = ""
+        pid = self.sync.helper_pid
+        return f"proc{ident} on node {self.nodeid}" + (f" (helper pid {pid})" if pid else "")
 
     def _check(self) -> None:
         if self._closed:
@@ -133,6 +147,7 @@ class AsyncProc:
             self._check()
             ctx = AsyncContext(self, await _in_executor(self.sync.open_context), max_in_flight)
             self.contexts.append(ctx)
+            log.debug("aioveo: opened context 0x%x of %s", ctx.sync.handle, self)
             return ctx
 
         return _Opener(_open)
@@ -161,16 +176,19 @@ class AsyncProc:
         if self._closed:
             return
         self._closed = True
+        what = str(self)
         for ctx in list(self.contexts):
             await ctx.close(cancel=cancel)
         if cancel:
             self._kill_emulated_helper()
         await _in_executor(self.sync.destroy)
+        log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
 
     def _kill_emulated_helper(self) -> None:
         # On the emulator a cancelled close need not wait for running kernels.
         pid = getattr(self.sync, "helper_pid", None)
         if pid:
+            log.debug("aioveo: killing the emulator helper %d of a cancelled proc", pid)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -280,18 +298,24 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub, slots: int = 1) -> asyncio.Future:
+    def _track(self, request: Any, hub: _hub.Hub, slots: int = 1, what: Any = None,
+               nbytes: Any = None) -> asyncio.Future:
         """A future for `request` (a VeoRequest or VeoBatch); the VE's
-        completion releases its `slots` in-flight slots."""
-        fut = hub.loop.create_future()
+        completion releases its `slots` in-flight slots.  `what` (the function
+        or "read_mem"/"write_mem") and `nbytes` are for the trace recorder."""
+        fut = hub.loop.create_future()  # type: ignore[union-attr]  # the running loop
+        traced = None if _recorder is None else _recorder.track(self, what, nbytes, slots, fut)
         if self._in_flight == slots:  # nothing else queued: it may finish right away
             for _ in range(_hub.SPOT_PEEKS):
                 status, retval = hub.peek_now(request)
                 if status != _hub.UNFINISHED:
-                    self._release(slots)
+                    if traced is None:
+                        self._release(slots)
+                    else:
+                        traced(request, status, retval)
                     _hub.deliver(request, fut, None, status, retval)
                     return fut
-        hub.watch(request, fut, lambda _r, _s, _v: self._release(slots))
+        hub.watch(request, fut, traced or (lambda _r, _s, _v: self._release(slots)))
         return fut
 
     # -- calls
@@ -309,7 +333,7 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub)
+        return self._track(request, hub, 1, fn)
 
     async def submit(self, fn: VeoFunction, *args: Any) -> asyncio.Future:
         """Submit a call once a slot is free; returns a future of its result,
@@ -322,7 +346,7 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub)
+        return self._track(request, hub, 1, fn)
 
     async def call(self, fn: VeoFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result."""
@@ -347,7 +371,7 @@ class AsyncContext:
                 except BaseException:
                     self._release(len(part))
                     raise
-                futures.append(self._track(batch, hub, len(part)))
+                futures.append(self._track(batch, hub, len(part), fn))
             results: list[Any] = []
             for f in futures:
                 results.extend(await f)
@@ -358,7 +382,8 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, make: Callable[[], Any]) -> asyncio.Future:
+    async def _submit_request(self, make: Callable[[], Any], what: str,
+                              nbytes: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
         await self._acquire()
@@ -367,24 +392,29 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub)
+        return self._track(request, hub, 1, what, nbytes)
 
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
         work; returns a future of its completion (``dst`` is kept alive until
         then).  ``read_mem`` is this, awaited."""
-        return await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size))
+        return await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size),
+                                          "read_mem", dst if size is None else size)
 
     async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
         future of its completion."""
-        return await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size))
+        return await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size),
+                                          "write_mem", src if size is None else size)
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
         if self._in_flight == 0 and size <= _inline_transfer_bytes():
             self._check()  # nothing queued here: a direct copy keeps the order
+            if _recorder is not None:
+                return _recorder.inline(self, "read_mem", size, self.proc.sync.read_mem,
+                                        dst, src, size)
             self.proc.sync.read_mem(dst, src, size)
             return
         await (await self.submit_read_mem(dst, src, size))
@@ -394,6 +424,9 @@ class AsyncContext:
         size = _nbytes(src) if size is None else size
         if self._in_flight == 0 and size <= _inline_transfer_bytes():
             self._check()
+            if _recorder is not None:
+                return _recorder.inline(self, "write_mem", size, self.proc.sync.write_mem,
+                                        dst, src, size)
             self.proc.sync.write_mem(dst, src, size)
             return
         await (await self.submit_write_mem(dst, src, size))
@@ -443,6 +476,7 @@ class AsyncContext:
         if not cancel:
             await self.synchronize()
         self._closed = True
+        handle, in_flight = self.sync.handle, self._in_flight
         for w in self._slot_waiters:
             if not w.done():
                 w.set_exception(ClosedError("the context was closed"))
@@ -453,6 +487,8 @@ class AsyncContext:
             self.proc.contexts.remove(self)
         if not self.proc.closed:
             await _in_executor(self.proc.sync.close_context, self.sync)
+        log.debug("aioveo: closed context 0x%x of %s%s", handle, self.proc,
+                  f" ({in_flight} requests in flight failed)" if in_flight else "")
 
     async def __aenter__(self) -> "AsyncContext":
         return self
