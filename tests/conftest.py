@@ -44,3 +44,14 @@ def build_kernel(tmp_path_factory):
         return built[name]
 
     return build
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak-long", action="store_true", default=False,
+                     help="run the long soak (tests/test_soak.py): >= 1,000,000 calls and "
+                          ">= 10 GB of transfers; same as AIOVEO_SOAK=long")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: load and soak tests (tests/test_soak.py); "
+                                       "long form with --soak-long or AIOVEO_SOAK=long")
