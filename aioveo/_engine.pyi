@@ -1,5 +1,9 @@
-"""Type stubs of aioveo._engine (the completion engine, _ext/engine/_engine.pyx)."""
+"""Type stubs of aioveo._engine (the completion engine, _ext/engine/_engine.pyx).
+
+Checked against the built module by tests/test_typing.py (mypy.stubtest)."""
 from typing import Final, TypedDict
+
+from typing_extensions import disjoint_base
 
 POLL: Final = 0
 WAIT: Final = 1
@@ -9,6 +13,7 @@ class _Stats(TypedDict):
     rounds: int
     peeks: int
 
+@disjoint_base
 class Engine:
     """Completion detection off the event loop, handed back through an eventfd."""
 

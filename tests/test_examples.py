@@ -84,6 +84,25 @@ def test_pipeline(env, tmp_path):
     assert "OK: results identical" in out
 
 
+def test_pipeline_trace(env, tmp_path):
+    out = run("pipeline.py", "--chunks", "6", "--chunk-size", "16384", "--sweeps", "2",
+              "--contexts", "2", "--trace", "out.json", env=env, cwd=tmp_path)
+    assert "OK: results identical" in out
+    assert "trace of the overlapped run: out.json" in out
+    for name in ("smooth", "write_mem", "read_mem"):           # the summary table
+        assert re.search(rf"^{name} +6 +6 ", out, re.M), out
+    doc = json.loads((tmp_path / "out.json").read_text())
+    events = doc["traceEvents"]
+    assert all(e["ph"] in ("X", "M") and isinstance(e["pid"], int) for e in events)
+    xs = [e for e in events if e["ph"] == "X"]
+    assert sorted(e["name"] for e in xs) == ["read_mem"] * 6 + ["smooth"] * 6 + ["write_mem"] * 6
+    assert all(e["ts"] >= 0 and e["dur"] >= 0 and e["args"]["outcome"] == "ok" for e in xs)
+    assert {e["tid"] for e in xs} == {1, 2}
+    assert sum(e["args"].get("bytes", 0) for e in xs) == 2 * 6 * 16384 * 8
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert len(names) == 2
+
+
 def test_multi_ve(env, tmp_path):
     out = run("multi_ve.py", "--limit", "200000", env=env, cwd=tmp_path)
     assert "primes below 200000: 17984" in out
