@@ -22,7 +22,8 @@ import collections
 import logging
 import os
 import signal
-from typing import Any, Awaitable, Callable, Generic, Iterable, Sequence, TypeVar
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Generator, Generic, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -64,14 +65,15 @@ class _Opener(Generic[T]):
         self._open = open_coro
         self._obj: T | None = None
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, T]:
         return self._open().__await__()
 
     async def __aenter__(self) -> T:
         self._obj = await self._open()
         return self._obj
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         obj, self._obj = self._obj, None
         if obj is not None:
             await obj.close(cancel=exc_type is not None)  # type: ignore[attr-defined]
@@ -197,7 +199,8 @@ class AsyncProc:
     async def __aenter__(self) -> "AsyncProc":
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         await self.close(cancel=exc_type is not None)
 
 
@@ -227,7 +230,7 @@ def open_procs(nodes: Iterable[int], *, veorun_bin: str | None = None) -> _Opene
     return _Opener(_open)
 
 
-class ProcGroup(list):
+class ProcGroup(list[AsyncProc]):
     """A list of AsyncProc closed together."""
 
     async def close(self, *, cancel: bool = False) -> None:
@@ -319,7 +322,7 @@ class AsyncContext:
         return fut
 
     # -- calls
-    def submit_nowait(self, fn: VeoFunction, *args: Any) -> asyncio.Future:
+    def submit_nowait(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call and return a future of its result, without waiting
         for a slot (raises InFlightLimitError when the bound is reached)."""
         self._check()
@@ -335,7 +338,7 @@ class AsyncContext:
             raise
         return self._track(request, hub, 1, fn)
 
-    async def submit(self, fn: VeoFunction, *args: Any) -> asyncio.Future:
+    async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
         self._check()
@@ -348,11 +351,12 @@ class AsyncContext:
             raise
         return self._track(request, hub, 1, fn)
 
-    async def call(self, fn: VeoFunction, *args: Any) -> Any:
+    async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result."""
         return await (await self.submit(fn, *args))
 
-    async def map(self, fn: VeoFunction, arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
+    async def map(self, fn: VeoFunction | PoolFunction,
+                  arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
         """Call `fn` once per argument tuple; results in order.  Calls go to
         the VE in batches (``VeoFunction.submit_batch``) of up to half the
         in-flight bound, so the Python cost is paid per batch, not per call,
@@ -493,7 +497,8 @@ class AsyncContext:
     async def __aenter__(self) -> "AsyncContext":
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         await self.close(cancel=exc_type is not None)
 
 
@@ -519,7 +524,8 @@ def _nbytes(obj: Any) -> int:
 class VEArray:
     """A numpy-shaped block of VE memory (see AsyncContext.to_ve)."""
 
-    def __init__(self, ctx: AsyncContext, ptr: VEMemPtr, shape: tuple, dtype: Any) -> None:
+    def __init__(self, ctx: AsyncContext, ptr: VEMemPtr, shape: Sequence[int],
+                 dtype: Any) -> None:
         self.ctx = ctx
         self.ptr = ptr
         self.shape = tuple(shape)
@@ -591,7 +597,8 @@ class Pool:
     async def call(self, fn: PoolFunction | VeoFunction, *args: Any) -> Any:
         return await (await self.submit(fn, *args))
 
-    async def map(self, fn: PoolFunction, arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
+    async def map(self, fn: PoolFunction | VeoFunction,
+                  arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
         """Spread calls over all contexts in contiguous slices; results in order."""
         todo = list(arg_tuples)
         k = len(self.contexts)
@@ -610,7 +617,8 @@ class Pool:
     async def __aenter__(self) -> "Pool":
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         await self.close(cancel=exc_type is not None)
 
 
