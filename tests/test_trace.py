@@ -175,8 +175,8 @@ async def test_cancelled_and_failed_requests(aio_lib):
         crash = declare(lib, "crash", [])
         async with proc.open_context() as ctx:
             with aioveo.trace.record() as rec:
-                task = asyncio.create_task(ctx.call(sleep_ms, 30))
-                await asyncio.sleep(0.005)
+                task = asyncio.create_task(ctx.call(sleep_ms, 300))
+                await asyncio.sleep(0.01)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
