@@ -80,10 +80,20 @@ class Hub:
             del self._pending[token]
             raise
 
-    def forget_context(self, ctx_handle: int) -> None:
-        """Fail everything watched on a context that is going away."""
-        self.engine.forget(ctx_handle, ERROR)
-        self._drain()
+    def abandon_context(self, ctx_handle: int, exc: Callable[[], BaseException]) -> int:
+        """Stop watching a context that is closing: its awaiters get `exc()`
+        now, but its requests are not finished here: they are dropped
+        unfinished, so the core keeps their buffers until the VE is done with
+        them (the context's close drains it).  Returns how many were watched."""
+        doomed = [t for t, e in self._pending.items() if e.request.ctx_handle == ctx_handle]
+        for token in doomed:
+            entry = self._pending.pop(token)
+            if entry.on_done is not None:
+                entry.on_done(entry.request, ERROR, 0)
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(exc())
+        self.engine.forget(ctx_handle, ERROR)  # its completions now name no token
+        return len(doomed)
 
     def _drain(self) -> None:
         # Runs as a reader callback: it must never raise into the loop.

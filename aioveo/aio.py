@@ -486,7 +486,8 @@ class AsyncContext:
                 w.set_exception(ClosedError("the context was closed"))
         self._slot_waiters.clear()
         if self._hub is not None and self._in_flight:
-            self._hub.forget_context(self.sync.handle)
+            self._hub.abandon_context(self.sync.handle,
+                                      lambda: ClosedError("the context was closed"))
         if self in self.proc.contexts:
             self.proc.contexts.remove(self)
         if not self.proc.closed:

@@ -787,10 +787,6 @@ def test_transfer_to_a_freed_address_is_rejected(env):
     assert_usable(env)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: only the VEMemPtr object passed to free_mem is "
-                   "marked freed: a pointer derived from it (ptr + n, made before or after the "
-                   "free) and its int address still read and write the freed VE memory "
-                   "silently; the emulator does not check transfers against its allocations")
 def test_transfer_through_a_derived_pointer_to_freed_memory_is_rejected(env):
     p, k, core, c = env
     ptr = p.alloc_mem(1 << 16)

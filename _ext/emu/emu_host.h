@@ -54,6 +54,10 @@ uint64_t heap_alloc(struct emu_heap *h, uint64_t size);
 int heap_free(struct emu_heap *h, uint64_t off);
 /* Host pointer for [addr, addr+len) if it lies in the heap, else NULL. */
 void *heap_host_ptr(struct emu_heap *h, uint64_t addr, size_t len);
+/* 1 and *hp set if [addr, addr+len) is allocated heap memory, 0 if it is
+ * outside the heap (kernel-malloc'ed memory, globals), -1 if it touches
+ * heap memory that is not allocated (freed). */
+int heap_lookup(struct emu_heap *h, uint64_t addr, size_t len, void **hp);
 
 /* ---- arguments ----------------------------------------------------------- */
 struct emu_stack_arg {

@@ -208,3 +208,20 @@ void *heap_host_ptr(struct emu_heap *h, uint64_t addr, size_t len) {
   if (off >= h->size || len > h->size - off) return NULL;
   return h->host_base + off;
 }
+
+int heap_lookup(struct emu_heap *h, uint64_t addr, size_t len, void **hp) {
+  *hp = heap_host_ptr(h, addr, len);
+  if (!*hp) return 0;
+  /* Inside the heap: every byte must belong to a live allocation, else this
+   * is a transfer to memory that was freed (or never handed out). */
+  uint64_t off = addr - h->ve_base, end = off + (len ? len : 1);
+  int ok = 1;
+  pthread_mutex_lock(&h->lock);
+  for (struct free_extent *e = h->free_list; e && e->off < end; e = e->next)
+    if (e->off + e->len > off) {
+      ok = 0;
+      break;
+    }
+  pthread_mutex_unlock(&h->lock);
+  return ok ? 1 : -1;
+}

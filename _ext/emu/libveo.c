@@ -288,8 +288,14 @@ static void collect(struct veo_thr_ctxt *c, struct u64map_entry *e, uint64_t *re
 /* ---- the agent: host work at a context's FIFO position ----------------------------- */
 int emu_copy_to_ve(struct veo_proc_handle *p, uint64_t dst, const void *src, size_t n) {
   if (n == 0) return 0;
-  void *hp = heap_host_ptr(&p->heap, dst, n);
-  if (hp) {
+  void *hp;
+  int in_heap = heap_lookup(&p->heap, dst, n, &hp);
+  if (in_heap < 0) {
+    emu_set_error("write of %zu bytes to VE address 0x%llx: that memory is not allocated "
+                  "(freed?)", n, (unsigned long long)dst);
+    return -1;
+  }
+  if (in_heap) {
     memcpy(hp, src, n);
     return 0;
   }
@@ -309,8 +315,14 @@ int emu_copy_to_ve(struct veo_proc_handle *p, uint64_t dst, const void *src, siz
 
 int emu_copy_from_ve(struct veo_proc_handle *p, void *dst, uint64_t src, size_t n) {
   if (n == 0) return 0;
-  void *hp = heap_host_ptr(&p->heap, src, n);
-  if (hp) {
+  void *hp;
+  int in_heap = heap_lookup(&p->heap, src, n, &hp);
+  if (in_heap < 0) {
+    emu_set_error("read of %zu bytes from VE address 0x%llx: that memory is not allocated "
+                  "(freed?)", n, (unsigned long long)src);
+    return -1;
+  }
+  if (in_heap) {
     memcpy(dst, hp, n);
     return 0;
   }
@@ -1269,8 +1281,14 @@ EXPORT int veo_write_mem(struct veo_proc_handle *p, uint64_t dst, const void *sr
 int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t n);
 int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t n) {
   if (!emu_proc_ok(p)) return -1;
-  void *hd = heap_host_ptr(&p->heap, dst, n), *hs = heap_host_ptr(&p->heap, src, n);
-  if (hd && hs) {
+  void *hd, *hs;
+  int in_d = heap_lookup(&p->heap, dst, n, &hd), in_s = heap_lookup(&p->heap, src, n, &hs);
+  if (in_d < 0 || in_s < 0) {
+    emu_set_error("copy of %zu bytes inside the VE: memory at 0x%llx is not allocated (freed?)",
+                  n, (unsigned long long)(in_d < 0 ? dst : src));
+    return -1;
+  }
+  if (in_d && in_s) {
     if (drain_main(p)) {
       pthread_mutex_unlock(&p->ctx[0]->submit_lock);
       return -1;
