@@ -40,8 +40,8 @@ def check(req: dict, ans: dict, prefix: np.ndarray) -> None:
     if not ans.get("ok"):
         raise AssertionError(f"server error: {ans}")
     if req["op"] == "primes":
-        want = int(prefix[req["hi"]] - prefix[req["lo"]])
-        assert ans["count"] == want, (req, ans, want)
+        count = int(prefix[req["hi"]] - prefix[req["lo"]])
+        assert ans["count"] == count, (req, ans, count)
     else:
         x = np.array(req["data"])
         want = [x.min(), x.max(), x.mean(), x.std()]

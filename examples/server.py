@@ -87,6 +87,7 @@ async def main(args) -> None:
 
         async def on_connect(reader, writer):
             task = asyncio.current_task()
+            assert task is not None  # a connection callback runs in a task
             handlers.add(task)
             try:
                 await service.connection(reader, writer)

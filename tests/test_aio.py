@@ -222,7 +222,7 @@ async def test_close_waits_or_fails_outstanding(aio_lib):
         ctx = await proc.open_context()
         fut = await ctx.submit(k.sleep_ms, 100)
         await ctx.close(cancel=True)
-        with pytest.raises(aioveo.VeoError):
+        with pytest.raises(aioveo.ClosedError):
             await fut
 
     async def failing_block():
