@@ -331,12 +331,7 @@ class AsyncContext:
                 f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
         hub = self._get_hub()
         self._in_flight += 1
-        try:
-            request = _for_context(fn, self)(self.sync, *args)
-        except BaseException:
-            self._release()
-            raise
-        return self._track(request, hub, 1, fn)
+        return self._start(hub, lambda: _for_context(fn, self)(self.sync, *args), fn)
 
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
@@ -344,12 +339,7 @@ class AsyncContext:
         self._check()
         hub = self._get_hub()
         await self._acquire()
-        try:
-            request = _for_context(fn, self)(self.sync, *args)
-        except BaseException:
-            self._release()
-            raise
-        return self._track(request, hub, 1, fn)
+        return self._start(hub, lambda: _for_context(fn, self)(self.sync, *args), fn)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result."""
@@ -391,6 +381,11 @@ class AsyncContext:
         self._check()
         hub = self._get_hub()
         await self._acquire()
+        return self._start(hub, make, what, nbytes)
+
+    def _start(self, hub: _hub.Hub, make: Callable[[], Any], what: Any,
+               nbytes: Any = None) -> asyncio.Future:
+        """Submit on the slot already taken (given back if submission fails)."""
         try:
             request = make()
         except BaseException:

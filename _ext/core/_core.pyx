@@ -44,12 +44,7 @@ cdef class VeoProc
 cdef class VeoCtxt
 cdef class VeoLibrary
 
-cdef extern from "<dlfcn.h>" nogil:
-    void *dlopen(const char *filename, int flags)
-    void *dlsym(void *handle, const char *symbol)
-    char *dlerror()
-    int RTLD_NOW
-    int RTLD_GLOBAL
+from posix.dlfcn cimport dlopen, dlsym, dlerror, RTLD_NOW, RTLD_GLOBAL
 
 
 # ---- constants (PyVEO's names) ---------------------------------------------------

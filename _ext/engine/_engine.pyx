@@ -7,12 +7,7 @@ it only needs raw context handles and request ids from the core.
 """
 from libc.stdint cimport uint64_t, uintptr_t
 
-cdef extern from "<dlfcn.h>" nogil:
-    void *dlopen(const char *filename, int flags)
-    void *dlsym(void *handle, const char *symbol)
-    char *dlerror()
-    int RTLD_NOW
-    int RTLD_GLOBAL
+from posix.dlfcn cimport dlopen, dlsym, dlerror, RTLD_NOW, RTLD_GLOBAL
 
 cdef extern from "engine.h" nogil:
     struct engine:
