@@ -64,9 +64,6 @@ class Hub:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop_ref()
 
-    def peek_now(self, request: Any) -> tuple[int, int]:
-        return self.engine.peek(request.ctx_handle, request.req_id)
-
     def watch(self, request: Any, future: asyncio.Future | None = None,
               on_done: Callable[[Any, int, int], None] | None = None) -> None:
         """Resolve `future` (and/or call ``on_done(request, status, retval)``)

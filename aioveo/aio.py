@@ -262,6 +262,9 @@ class AsyncContext:
         return self._closed
 
     def _get_hub(self) -> _hub.Hub:
+        hub = self._hub
+        if hub is not None and hub.loop is asyncio.get_running_loop():
+            return hub
         hub = _hub.get_hub(_lib_path())
         if self._hub is not hub:
             if self._hub is not None and self._in_flight:
@@ -309,15 +312,15 @@ class AsyncContext:
         fut = hub.loop.create_future()  # type: ignore[union-attr]  # the running loop
         traced = None if _recorder is None else _recorder.track(self, what, nbytes, slots, fut)
         if self._in_flight == slots:  # nothing else queued: it may finish right away
-            for _ in range(_hub.SPOT_PEEKS):
-                status, retval = hub.peek_now(request)
-                if status != _hub.UNFINISHED:
-                    if traced is None:
-                        self._release(slots)
-                    else:
-                        traced(request, status, retval)
-                    _hub.deliver(request, fut, None, status, retval)
-                    return fut
+            done = request.spot(_hub.SPOT_PEEKS)
+            if done is not None:
+                status, retval = done
+                if traced is None:
+                    self._release(slots)
+                else:
+                    traced(request, status, retval)
+                _hub.deliver(request, fut, None, status, retval)
+                return fut
         hub.watch(request, fut, traced or (lambda _r, _s, _v: self._release(slots)))
         return fut
 
@@ -331,15 +334,18 @@ class AsyncContext:
                 f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
         hub = self._get_hub()
         self._in_flight += 1
-        return self._start(hub, lambda: _for_context(fn, self)(self.sync, *args), fn)
+        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
 
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
         self._check()
         hub = self._get_hub()
-        await self._acquire()
-        return self._start(hub, lambda: _for_context(fn, self)(self.sync, *args), fn)
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1  # a free slot: no need for a waiting coroutine
+        else:
+            await self._acquire()
+        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result."""
@@ -376,18 +382,18 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, make: Callable[[], Any], what: str,
-                              nbytes: Any) -> asyncio.Future:
+    async def _submit_request(self, what: str, nbytes: Any, make: Callable[..., Any],
+                              *args: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
         await self._acquire()
-        return self._start(hub, make, what, nbytes)
+        return self._start(hub, what, nbytes, make, *args)
 
-    def _start(self, hub: _hub.Hub, make: Callable[[], Any], what: Any,
-               nbytes: Any = None) -> asyncio.Future:
-        """Submit on the slot already taken (given back if submission fails)."""
+    def _start(self, hub: _hub.Hub, what: Any, nbytes: Any, make: Callable[..., Any],
+               *args: Any) -> asyncio.Future:
+        """``make(*args)`` on the slot already taken (given back if it fails)."""
         try:
-            request = make()
+            request = make(*args)
         except BaseException:
             self._release()
             raise
@@ -397,14 +403,14 @@ class AsyncContext:
         """Queue a copy of VE memory `src` into `dst` behind this context's
         work; returns a future of its completion (``dst`` is kept alive until
         then).  ``read_mem`` is this, awaited."""
-        return await self._submit_request(lambda: self.sync.async_read_mem(dst, src, size),
-                                          "read_mem", dst if size is None else size)
+        return await self._submit_request("read_mem", dst if size is None else size,
+                                          self.sync.async_read_mem, dst, src, size)
 
     async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
         future of its completion."""
-        return await self._submit_request(lambda: self.sync.async_write_mem(dst, src, size),
-                                          "write_mem", src if size is None else size)
+        return await self._submit_request("write_mem", src if size is None else size,
+                                          self.sync.async_write_mem, dst, src, size)
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""

@@ -386,6 +386,19 @@ cdef class OnStack:
         return f"<OnStack {self._size} bytes {intent}>"
 
 
+cdef object _spot(VeoCtxt ctx, uint64_t req, int peeks):
+    cdef uint64_t ret = 0
+    cdef int rc, i
+    cdef veo_thr_ctxt *h = ctx.handle_
+    if h == NULL:
+        return None
+    for i in range(peeks):
+        rc = api.call_peek_result(h, req, &ret)
+        if rc != C_UNFINISHED:
+            return rc, ret
+    return None
+
+
 cdef void _release_all(object keep):
     """Release the host buffers a finished request held."""
     if keep is not None:
@@ -427,7 +440,7 @@ cdef class VeoRequest:
         _release_all(self.keep)
         self.keep = None
 
-    def finish(self, int status, uint64_t retval):
+    cpdef finish(self, int status, uint64_t retval):
         """Turn a raw (status, retval) from libveo into the result or exception,
         releasing what the request held exactly once."""
         if self.collected:
@@ -451,6 +464,12 @@ cdef class VeoRequest:
         with nogil:
             rc = api.call_wait_result(h, self.req, &ret)
         return self.finish(rc, ret)
+
+    def spot(self, int peeks):
+        """Up to `peeks` non-blocking peeks: the raw (status, retval) once the
+        VE is done, else None.  For callers that spin briefly before handing
+        a request to a waiter thread (the asyncio layer)."""
+        return _spot(self.ctx, self.req, peeks)
 
     def peek_result(self):
         """The converted result if the VE is done, else raise ``Unfinished``."""
@@ -501,7 +520,7 @@ cdef class VeoBatch:
     def __repr__(self):
         return f"<VeoBatch of {self.n} calls on {self.ctx!r}>"
 
-    def finish(self, int status, uint64_t retval):
+    cpdef finish(self, int status, uint64_t retval):
         """Collect every call (the last one's raw result is given): the list of
         results, or the first call's exception."""
         if self.collected:
@@ -541,6 +560,10 @@ cdef class VeoBatch:
         if error is not None:
             raise error
         return results
+
+    def spot(self, int peeks):
+        """Like VeoRequest.spot, for the batch's last call."""
+        return _spot(self.ctx, self.ids[self.n - 1], peeks)
 
     def wait_result(self):
         """Block until every call is done; the list of their results."""
