@@ -597,6 +597,16 @@ def plot(res: dict, path: Path) -> bool:
     return True
 
 
+def _update_readme(path: Path, md: str) -> None:
+    """Put this run's tables between the ``<!-- bench:start ...-->`` and
+    ``<!-- bench:end -->`` lines of `path`."""
+    text = path.read_text()
+    start = text.index("<!-- bench:start")
+    start = text.index("\n", start) + 1
+    end = text.index("<!-- bench:end -->")
+    path.write_text(text[:start] + md.replace("### ", "#### ") + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m aioveo bench",
@@ -607,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                     choices=["latency", "throughput", "bandwidth", "scaling", "cpu", "overhead",
                              "engine"],
                     help="run only this scenario (repeatable)")
+    ap.add_argument("--update-readme", metavar="FILE",
+                    help="replace the tables between the bench markers of FILE (README.md)")
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--engine-probe", metavar="KERNELS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -616,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args.quick, set(args.only) if args.only else None)
     md = markdown(res)
     print(md)
+    if args.update_readme:
+        _update_readme(Path(args.update_readme), md)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
