@@ -580,3 +580,27 @@ def test_submit_batch_fault(kernels):
             crash(c)
     finally:
         p.destroy()
+
+
+def test_dropped_requests_reaped_by_two_threads_at_once(lib, ctx):
+    strcopy = lib.find_function("long strcopy(char *dst, const char *src, long cap)")
+    errors = []
+
+    def work():
+        try:
+            for _ in range(300):
+                dst = bytearray(16)
+                strcopy(ctx, OnStack(dst, inout=VEO_INTENT_OUT), OnStack(b"x\0"), 16)  # dropped
+                if _ % 7 == 0:
+                    ctx.context_sync()          # reaps while the other thread drops more
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ctx.context_sync()
+    assert not errors
+    assert lib.find_function("long add(long, long)")(ctx, 2, 2).wait_result() == 4

@@ -977,21 +977,23 @@ cdef class VeoCtxt:
             self._reap_orphans()
 
     cdef _reap_orphans(self, bint wait=False):
-        """Collect dropped requests the VE is done with (they complete in order)."""
+        """Collect dropped requests the VE is done with (they complete in order).
+        An orphan is taken off the list before the GIL is released, so two
+        threads reaping at once never free the same one."""
         cdef uint64_t ret, rid
         cdef int rc
+        cdef veo_thr_ctxt *h
         while self._orphans:
-            req, args, keep = self._orphans[0]
-            if self.handle_ != NULL:
-                rid = req
-                if wait:
-                    with nogil:
-                        rc = api.call_wait_result(self.handle_, rid, &ret)
-                else:
-                    rc = api.call_peek_result(self.handle_, rid, &ret)
-                if rc == C_UNFINISHED:
+            h = self.handle_
+            if h != NULL and not wait:
+                rid = self._orphans[0][0]
+                if api.call_peek_result(h, rid, &ret) == C_UNFINISHED:
                     return
-            self._orphans.pop(0)
+            req, args, keep = self._orphans.pop(0)
+            if h != NULL and wait:
+                rid = req
+                with nogil:
+                    rc = api.call_wait_result(h, rid, &ret)
             if args:
                 api.args_free(<veo_args *><uintptr_t>args)
             _release_all(keep)
