@@ -55,3 +55,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "soak: load and soak tests (tests/test_soak.py); "
                                        "long form with --soak-long or AIOVEO_SOAK=long")
+
+
+@pytest.fixture(scope="session")
+def aio_lib(build_kernel) -> str:
+    """The test kernels, as the asyncio tests load them (a path)."""
+    return build_kernel("core_kernels")

@@ -15,16 +15,6 @@ import pytest
 import aioveo
 from aioveo import OnStack, VEO_INTENT_OUT
 
-KERNELS = os.path.join(os.path.dirname(__file__), "kernels", "aio_kernels.c")
-
-
-@pytest.fixture(scope="session")
-def aio_lib(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("aio") / "libaio_kernels.so"
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", KERNELS, "-o", str(out)], check=True)
-    return str(out)
-
-
 def declare(lib, name, args, ret="long"):
     fn = lib.find_function(name)
     fn.args_type(*args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import subprocess
 
 import numpy as np
@@ -13,16 +12,6 @@ import pytest
 import aioveo
 import aioveo.trace
 from aioveo import aio
-
-KERNELS = os.path.join(os.path.dirname(__file__), "kernels", "aio_kernels.c")
-
-
-@pytest.fixture(scope="session")
-def aio_lib(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("trace") / "libaio_kernels.so"
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", KERNELS, "-o", str(out)], check=True)
-    return str(out)
-
 
 @pytest.fixture(autouse=True)
 def no_recorder_left():

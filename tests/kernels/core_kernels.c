@@ -1,4 +1,4 @@
-/* Typical kernels for the core (PyVEO API) tests, built for the host and run
+/* Typical kernels for the core (PyVEO API) and asyncio tests, built for the host and run
  * by the emulator's helper process. */
 #include <math.h>
 #include <signal.h>
@@ -10,6 +10,7 @@
 
 long nop(void) { return 0; }
 long add(long a, long b) { return a + b; }
+long ident(long a) { return a; }
 
 double dsum(const double *x, long n) {
   double s = 0;
@@ -23,8 +24,9 @@ float fsum(const float *x, int n) {
   return s;
 }
 
-void scale(double *x, long n, double f) {
+long scale(double *x, long n, double f) {
   for (long i = 0; i < n; i++) x[i] *= f;
+  return n;
 }
 
 /* y = a*x + y over VE memory */
@@ -78,6 +80,18 @@ void fill(char *p, long n, int c) { memset(p, c, (size_t)n); }
 long sleep_ms(long ms) {
   usleep((useconds_t)ms * 1000);
   return ms;
+}
+
+/* Sleeps, then fills an OUT stack buffer: checks buffers outlive a cancel. */
+long slow_fill(long ms, long *out, long n) {
+  usleep((useconds_t)ms * 1000);
+  for (long i = 0; i < n; i++) out[i] = i * 3;
+  return n;
+}
+
+long spin_forever(void) {
+  for (;;) pause();
+  return 0;
 }
 
 long crash(void) {
