@@ -200,6 +200,7 @@ cdef int _fill_api(void *h) except -1:
     api.async_read_mem = <uint64_t (*)(veo_thr_ctxt *, void *, uint64_t, size_t) noexcept nogil>_sym(h, b"veo_async_read_mem", True)
     api.async_write_mem = <uint64_t (*)(veo_thr_ctxt *, uint64_t, const void *, size_t) noexcept nogil>_sym(h, b"veo_async_write_mem", True)
     api.context_sync = <void (*)(veo_thr_ctxt *) noexcept nogil>_sym(h, b"veo_context_sync", False)
+    api.get_context = <veo_thr_ctxt *(*)(veo_proc_handle *, int) noexcept nogil>_sym(h, b"veo_get_context", False)
     api.proc_identifier = <int (*)(veo_proc_handle *) noexcept nogil>_sym(h, b"veo_proc_identifier", False)
     api.version_string = <const char *(*)() noexcept nogil>_sym(h, b"veo_version_string", False)
     api.api_version = <int (*)() noexcept nogil>_sym(h, b"veo_api_version", False)
@@ -452,7 +453,7 @@ cdef class VeoRequest:
         if status == C_EXCEPTION:
             raise VeoException(f"request {self.req}: the kernel raised an exception on the VE "
                                f"(signal {retval}); the VE process is dead", <int>retval)
-        self.ctx._raise_failed(f"request {self.req} failed")
+        self.ctx._raise_failed(f"request {self.req} failed", True)
 
     def wait_result(self):
         """Block until the VE is done and return the converted result."""
@@ -552,7 +553,7 @@ cdef class VeoBatch:
                         raise VeoException(f"call {i} of the batch: the kernel raised an "
                                            f"exception on the VE (signal {ret}); the VE "
                                            f"process is dead", <int>ret)
-                    self.ctx._raise_failed(f"call {i} of the batch failed")
+                    self.ctx._raise_failed(f"call {i} of the batch failed", True)
                 except VeoError as e:
                     error = e
         _release_all(self.keep)
@@ -957,13 +958,16 @@ cdef class VeoCtxt:
             raise ClosedError("the context is closed")
         return self.handle_
 
-    def _raise_failed(self, str what):
-        """Raise the precise exception for a failed request or submission."""
+    def _raise_failed(self, str what, bint submitted=False):
+        """Raise the precise exception for a failed submission, or (submitted)
+        for a request that completed with an error: the emulator's message
+        then describes some earlier call of this thread, not this request."""
         if self.handle_ == NULL:
             raise ClosedError(f"{what}: the context is closed")
         if api.get_context_state(self.handle_) == C_STATE_EXIT:
-            raise ProcDeadError(_why(f"{what}: the VE process is dead"))
-        raise VeoError(_why(what))
+            what = f"{what}: the VE process is dead"
+            raise ProcDeadError(what if submitted else _why(what))
+        raise VeoError(what if submitted else _why(what))
 
     def state(self):
         """veo_get_context_state: one of the VEO_STATE_* values."""
@@ -1137,14 +1141,18 @@ cdef class VeoProc:
         return self.handle_
 
     def _is_dead(self):
-        """Whether the VE process died (a context of it reports EXIT, or the
-        emulator says so)."""
+        """Whether the VE process died: its main context (or one of ours)
+        reports VEO_STATE_EXIT."""
+        cdef veo_thr_ctxt *main
+        if self.handle_ != NULL and api.get_context != NULL:
+            main = api.get_context(self.handle_, 0)
+            if main != NULL and api.get_context_state(main) == C_STATE_EXIT:
+                return True
         for c in self.context:
             if (<VeoCtxt>c).handle_ != NULL and \
                     api.get_context_state((<VeoCtxt>c).handle_) == C_STATE_EXIT:
                 return True
-        msg = _why("")
-        return "died" in msg or "dead" in msg
+        return False
 
     def _raise_failed(self, str what):
         if self.handle_ == NULL:

@@ -70,6 +70,7 @@ ctypedef struct Api:
     uint64_t (*async_write_mem)(veo_thr_ctxt *, uint64_t, const void *, size_t) noexcept nogil
     # optional: newer API versions or emulator extensions; NULL when missing
     void (*context_sync)(veo_thr_ctxt *) noexcept nogil
+    veo_thr_ctxt *(*get_context)(veo_proc_handle *, int) noexcept nogil
     int (*proc_identifier)(veo_proc_handle *) noexcept nogil
     const char *(*version_string)() noexcept nogil
     int (*api_version)() noexcept nogil
