@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import os
 import signal
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Generator, Generic, Iterable, Sequence, TypeVar
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic, Iterable,
+                    Sequence, TypeVar)
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from . import _hub
 from ._core import (
@@ -446,6 +449,8 @@ class AsyncContext:
 
     async def to_ve(self, array: Any) -> "VEArray":
         """Copy a numpy array to newly allocated VE memory."""
+        import numpy as np  # imported on first use: it is half of aioveo's import time
+
         array = np.ascontiguousarray(array)
         ptr = await self.alloc_mem(max(array.nbytes, 1))
         try:
@@ -458,6 +463,8 @@ class AsyncContext:
     async def from_ve(self, ve: "VEArray", out: np.ndarray | None = None) -> np.ndarray:
         """Copy a VEArray back into `out` (or a new array)."""
         if out is None:
+            import numpy as np
+
             out = np.empty(ve.shape, ve.dtype)
         elif out.nbytes < ve.nbytes or not out.flags.c_contiguous or not out.flags.writeable:
             raise ValueError("out must be a writable C-contiguous array of at least "
@@ -531,11 +538,13 @@ class VEArray:
         self.ctx = ctx
         self.ptr = ptr
         self.shape = tuple(shape)
+        import numpy as np
+
         self.dtype = np.dtype(dtype)
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def addr(self) -> int:
