@@ -54,6 +54,14 @@ class Setup:
         return float(out.stdout)
 
 
+try:
+    import uvloop  # noqa: F401 - the fast loop, when installed (pip install ".[bench]")
+    FAST = "uvloop"
+except ImportError:
+    FAST = "asyncio"
+LOOPS = ("asyncio", "uvloop") if FAST == "uvloop" else ("asyncio",)
+
+
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "uvloop":
         import uvloop
@@ -115,7 +123,7 @@ def latency(setup: Setup, rig: SyncRig, n: int) -> dict[str, float]:
         await proc.close()
         return t
 
-    for loop in ("asyncio", "uvloop"):
+    for loop in LOOPS:
         out[f"async ({loop})"] = run_async(loop, awaited)
     return out
 
@@ -156,8 +164,8 @@ def throughput(setup: Setup, rig: SyncRig, depth: int, total: int) -> dict[str, 
         await proc.close()
         return rate
 
-    out["async submit (uvloop)"] = run_async("uvloop", submit_form)
-    out["async map (uvloop)"] = run_async("uvloop", batch_form)
+    out[f"async submit ({FAST})"] = run_async(FAST, submit_form)
+    out[f"async map ({FAST})"] = run_async(FAST, batch_form)
     return out
 
 
@@ -196,7 +204,7 @@ def bandwidth(setup: Setup, rig: SyncRig, size: int, volume: int) -> dict[str, f
         await aproc.close()
         return res
 
-    out.update(run_async("uvloop", transfers))
+    out.update(run_async(FAST, transfers))
     return out
 
 
@@ -234,9 +242,9 @@ def scaling(setup: Setup, work_us: int, calls: int) -> dict[str, float]:
         return rate
 
     for k in (1, 2, 4, 8):
-        out[f"{k} contexts"] = run_async("uvloop", lambda: over_contexts(k))
+        out[f"{k} contexts"] = run_async(FAST, lambda: over_contexts(k))
     for k in (1, 2, 4):
-        out[f"{k} procs"] = run_async("uvloop", lambda: over_procs(k))
+        out[f"{k} procs"] = run_async(FAST, lambda: over_procs(k))
     return out
 
 
@@ -259,7 +267,7 @@ def cpu_cost(setup: Setup, rig: SyncRig, kernel_s: float) -> dict[str, float]:
         await proc.close()
         return frac
 
-    for loop in ("asyncio", "uvloop"):
+    for loop in LOOPS:
         out[f"await ({loop})"] = run_async(loop, awaited)
     pid = rig.proc.helper_pid
     h0, c0, t0 = _cpu_of(pid), time.process_time(), time.perf_counter()
@@ -316,7 +324,7 @@ def _engine_probe(kernels: str, quick: bool) -> dict[str, float]:
         return {"hand-off, us": (awaited - blocking) * 1e6, "8 contexts, calls/s": rate,
                 "CPU awaiting 1 s": cpu}
 
-    return run_async("uvloop", probe)
+    return run_async(FAST, probe)
 
 
 def _cpu_of(pid: int | None) -> float:
@@ -437,23 +445,23 @@ def targets(res: dict) -> list[dict[str, Any]]:
     sync, raw = _med(res, "latency", "sync API"), _med(res, "latency", "raw C")
     if sync and raw:
         check("sync call cost vs the C loop", sync / raw, 1.5, False, "x")
-        for loop in ("asyncio", "uvloop"):
+        for loop in LOOPS:
             a = _med(res, "latency", f"async ({loop})")
             if a:
                 check(f"async call latency vs sync ({loop})", a / sync, 3.0, False, "x")
-    m, r = _med(res, "throughput", "10000", "async map (uvloop)"), _med(res, "throughput", "10000", "raw C")
+    m, r = _med(res, "throughput", "10000", f"async map ({FAST})"), _med(res, "throughput", "10000", "raw C")
     if m and r:
         check("batch form vs raw C pipelined (10,000 in flight)", m / r, 0.5, True, "x")
-    subs = [_med(res, "throughput", d, "async submit (uvloop)") for d in ("1000", "10000")]
+    subs = [_med(res, "throughput", d, f"async submit ({FAST})") for d in ("1000", "10000")]
     if any(subs):
-        check("submit form on uvloop", max(s for s in subs if s), 100_000, True, "calls/s")
+        check(f"submit form on {FAST}", max(s for s in subs if s), 100_000, True, "calls/s")
     for size, node in res.get("bandwidth", {}).items():
         if int(size) >= MiB:
             for v in ("sync read", "sync write", "async read", "async write"):
                 if v in node:
                     check(f"{v} {int(size) // MiB} MiB vs memcpy",
                           node[v]["median"] / node["memcpy"]["median"], 0.8, True, "x")
-    for v in ("await (asyncio)", "await (uvloop)", "sync wait_result"):
+    for v in (*(f"await ({loop})" for loop in LOOPS), "sync wait_result"):
         check(f"CPU while waiting on a long kernel, {v}", _med(res, "cpu", v), 0.05, False, "cores")
     check("CPU of an idle proc (helper)", _med(res, "cpu", "idle proc (helper)"), 0.01, False, "cores")
     return out
@@ -537,8 +545,9 @@ def markdown(res: dict) -> str:
         lines += [f"| {k} | {cell(v, _fmt_time)} |" for k, v in res["overhead"].items()]
         lat = res.get("latency")
         if lat:
-            hand = lat["async (uvloop)"]["median"] - lat["sync API"]["median"]
-            lines.append(f"| completion hand-off to the event loop (async uvloop - sync) | {_fmt_time(hand)} |")
+            hand = lat[f"async ({FAST})"]["median"] - lat["sync API"]["median"]
+            lines.append(f"| completion hand-off to the event loop (async {FAST} - sync) "
+                         f"| {_fmt_time(hand)} |")
         lines.append("")
     lines += ["### Targets", ""]
     for t in res["targets"]:
