@@ -315,7 +315,7 @@ class AsyncContext:
         fut = hub.loop.create_future()  # type: ignore[union-attr]  # the running loop
         traced = None if _recorder is None else _recorder.track(self, what, nbytes, slots, fut)
         if self._in_flight == slots:  # nothing else queued: it may finish right away
-            done = request.spot(_hub.SPOT_PEEKS)
+            done = request.spot(_hub.SPOT_US)
             if done is not None:
                 status, retval = done
                 if traced is None:

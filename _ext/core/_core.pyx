@@ -32,6 +32,7 @@ from libc.stdint cimport (uint64_t, int64_t, uint32_t, int32_t, uint16_t, int16_
                           int8_t, uintptr_t)
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.string cimport memcpy
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from libveo cimport (Api, veo_proc_handle, veo_thr_ctxt, veo_args, veo_args_intent,
                      VEO_MAX_NUM_ARGS, VEO_REQUEST_ID_INVALID,
@@ -387,17 +388,26 @@ cdef class OnStack:
         return f"<OnStack {self._size} bytes {intent}>"
 
 
-cdef object _spot(VeoCtxt ctx, uint64_t req, int peeks):
+cdef inline uint64_t _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <uint64_t>t.tv_sec * 1000000000ULL + <uint64_t>t.tv_nsec
+
+
+cdef object _spot(VeoCtxt ctx, uint64_t req, double max_us):
     cdef uint64_t ret = 0
     cdef int rc, i
     cdef veo_thr_ctxt *h = ctx.handle_
     if h == NULL:
         return None
-    for i in range(peeks):
-        rc = api.call_peek_result(h, req, &ret)
-        if rc != C_UNFINISHED:
-            return rc, ret
-    return None
+    cdef uint64_t end = _now_ns() + <uint64_t>(max_us * 1000.0)
+    while True:
+        for i in range(8):
+            rc = api.call_peek_result(h, req, &ret)
+            if rc != C_UNFINISHED:
+                return rc, ret
+        if _now_ns() >= end:
+            return None
 
 
 cdef void _release_all(object keep):
@@ -466,11 +476,11 @@ cdef class VeoRequest:
             rc = api.call_wait_result(h, self.req, &ret)
         return self.finish(rc, ret)
 
-    def spot(self, int peeks):
-        """Up to `peeks` non-blocking peeks: the raw (status, retval) once the
-        VE is done, else None.  For callers that spin briefly before handing
-        a request to a waiter thread (the asyncio layer)."""
-        return _spot(self.ctx, self.req, peeks)
+    def spot(self, double max_us):
+        """Peek (without blocking, GIL held) for up to `max_us` microseconds:
+        the raw (status, retval) once the VE is done, else None.  For callers
+        that spin briefly before handing a request to a waiter thread."""
+        return _spot(self.ctx, self.req, max_us)
 
     def peek_result(self):
         """The converted result if the VE is done, else raise ``Unfinished``."""
@@ -562,9 +572,9 @@ cdef class VeoBatch:
             raise error
         return results
 
-    def spot(self, int peeks):
+    def spot(self, double max_us):
         """Like VeoRequest.spot, for the batch's last call."""
-        return _spot(self.ctx, self.ids[self.n - 1], peeks)
+        return _spot(self.ctx, self.ids[self.n - 1], max_us)
 
     def wait_result(self):
         """Block until every call is done; the list of their results."""
