@@ -604,3 +604,22 @@ def test_dropped_requests_reaped_by_two_threads_at_once(lib, ctx):
     ctx.context_sync()
     assert not errors
     assert lib.find_function("long add(long, long)")(ctx, 2, 2).wait_result() == 4
+
+
+# ---- which libveo ------------------------------------------------------------------
+def _backend_in_subprocess(tmp_path, value):
+    code = ("import aioveo\ntry:\n    b = aioveo.backend()\n    print(b, b.reason)\n"
+            "except ImportError as e:\n    print('ImportError:', e)\n")
+    env = {**os.environ, "AIOVEO_LIBVEO": value}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_libveo_selection_by_environment(tmp_path):
+    assert "kind='emulator'" in _backend_in_subprocess(tmp_path, "emulator")
+    out = _backend_in_subprocess(tmp_path, str(tmp_path / "no-such-libveo.so"))
+    assert out.startswith("ImportError:") and "no-such-libveo.so" in out and "AIOVEO_LIBVEO" in out
+    explicit = _backend_in_subprocess(tmp_path, veo.backend().path)   # an explicit path works
+    assert "kind='emulator'" in explicit and explicit.strip().endswith("AIOVEO_LIBVEO")
