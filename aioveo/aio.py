@@ -166,13 +166,14 @@ class AsyncProc:
         await _in_executor(self.sync.free_mem, ptr)
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        """``VeoProc.read_mem`` off the loop (``AsyncContext.read_mem`` keeps a
+        context's order)."""
         self._check()
-        size = _nbytes(dst) if size is None else size
         await _in_executor(self.sync.read_mem, dst, src, size)
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        """``VeoProc.write_mem`` off the loop."""
         self._check()
-        size = _nbytes(src) if size is None else size
         await _in_executor(self.sync.write_mem, dst, src, size)
 
     async def close(self, *, cancel: bool = False) -> None:
@@ -191,7 +192,7 @@ class AsyncProc:
 
     def _kill_emulated_helper(self) -> None:
         # On the emulator a cancelled close need not wait for running kernels.
-        pid = getattr(self.sync, "helper_pid", None)
+        pid = self.sync.helper_pid
         if pid:
             log.debug("aioveo: killing the emulator helper %d of a cancelled proc", pid)
             try:
