@@ -22,8 +22,6 @@ class Engine:
     def __init__(self, lib_path: str, mode: int = 0, spin_us: int = 50,
                  max_sleep_us: int = 1000) -> None: ...
     def fileno(self) -> int: ...
-    def peek(self, ctx: int, req_id: int) -> tuple[int, int]:
-        """One non-blocking veo_call_peek_result: (status, retval)."""
     def watch(self, ctx: int, req_id: int, token: int) -> None:
         """Report request `req_id` of context `ctx` under `token` when done."""
     def drain(self) -> list[tuple[int, int, int]]:

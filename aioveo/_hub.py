@@ -162,11 +162,6 @@ def get_hub(lib_path: str) -> Hub:
     return hub
 
 
-def hubs() -> list[Hub]:
-    with _hubs_lock:
-        return list(_hubs.values())
-
-
 @atexit.register
 def _close_hubs() -> None:
     # Engine threads stop before the core destroys procs at exit.

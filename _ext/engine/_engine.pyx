@@ -45,18 +45,17 @@ cdef engine_peek_fn _lookup(bytes path, const char *name) except NULL:
 cdef class Engine:
     """Completion detection off the event loop, handed back through an eventfd."""
     cdef engine *_e
-    cdef engine_peek_fn _peek
     cdef engine_completion _buf[DRAIN_MAX]
     cdef readonly int mode
 
     def __cinit__(self, str lib_path, int mode=POLL, unsigned spin_us=50,
                   unsigned max_sleep_us=1000):
         path = lib_path.encode()
-        self._peek = _lookup(path, b"veo_call_peek_result")
+        cdef engine_peek_fn peek = _lookup(path, b"veo_call_peek_result")
         cdef engine_peek_fn wait = _lookup(path, b"veo_call_wait_result")
         self.mode = mode
         with nogil:
-            self._e = engine_new(mode, self._peek, wait, spin_us, max_sleep_us)
+            self._e = engine_new(mode, peek, wait, spin_us, max_sleep_us)
         if self._e == NULL:
             raise OSError("cannot start the completion engine")
 
@@ -67,12 +66,6 @@ cdef class Engine:
     cdef inline _check(self):
         if self._e == NULL:
             raise RuntimeError("the completion engine is closed")
-
-    def peek(self, uintptr_t ctx, uint64_t req_id):
-        """One non-blocking veo_call_peek_result: (status, retval)."""
-        cdef uint64_t ret = 0
-        cdef int st = self._peek(<void *>ctx, req_id, &ret)
-        return st, ret
 
     def watch(self, uintptr_t ctx, uint64_t req_id, uint64_t token):
         """Report request `req_id` of context `ctx` under `token` when done."""
