@@ -45,7 +45,6 @@ STATE_BLOCKED: Final = 3
 STATE_EXIT: Final = 4
 
 #: Seconds a busy emulated VE gets at interpreter exit before it is killed.
-EXIT_GRACE_S: float
 
 #: A host buffer: anything with the buffer protocol (numpy arrays declare it
 #: only from Python 3.12 on, hence the explicit ndarray).

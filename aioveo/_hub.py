@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import threading
 import weakref
 from typing import Any, Callable
 
-from . import _engine
+from . import _engine, settings
 
 log = logging.getLogger("aioveo")
 
@@ -29,16 +28,6 @@ UNFINISHED = 3
 ERROR = 2
 EXCEPTION = 1
 
-#: How long the loop thread peeks at a request before handing it to the
-#: engine, only while the context has nothing else in flight.  A null call
-#: takes ~1 us; a VE thread that went to sleep takes 5-30 us to wake, and a
-#: miss costs a cross-thread hand-off (tens of us) during which the VE thread
-#: falls asleep again: peeking long enough to catch a wake-up keeps a stream
-#: of short calls on the fast path.
-SPOT_US = float(os.environ.get("AIOVEO_SPOT_US", "20"))
-ENGINE_MODE = _engine.WAIT if os.environ.get("AIOVEO_ENGINE") == "wait" else _engine.POLL
-ENGINE_SPIN_US = int(os.environ.get("AIOVEO_ENGINE_SPIN_US", "50"))
-ENGINE_MAX_SLEEP_US = int(os.environ.get("AIOVEO_ENGINE_MAX_SLEEP_US", "1000"))
 
 
 class _Pending:
@@ -56,9 +45,16 @@ class _Pending:
 class Hub:
     """The completion engine of one event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, lib_path: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, lib_path: str, is_emulator: bool) -> None:
         self._loop_ref = weakref.ref(loop)
-        self.engine = _engine.Engine(lib_path, ENGINE_MODE, ENGINE_SPIN_US, ENGINE_MAX_SLEEP_US)
+        self.settings = s = settings.for_loop(loop)
+        #: How long the loop thread peeks at a lone request before handing it
+        #: to the engine: a VE thread that went to sleep takes 5-30 us to
+        #: wake, and a miss costs a cross-thread hand-off (tens of us).
+        self.spot_us = s.spot_us
+        self.inline_bytes = s.inline_transfer_bytes(is_emulator)
+        mode = _engine.WAIT if s.engine == "wait" else _engine.POLL
+        self.engine = _engine.Engine(lib_path, mode, s.engine_spin_us, s.engine_max_sleep_us)
         self._pending: dict[int, _Pending] = {}
         self._next_token = 0
         self._fd = self.engine.fileno()
@@ -148,7 +144,7 @@ _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.Wea
 _hubs_lock = threading.Lock()
 
 
-def get_hub(lib_path: str) -> Hub:
+def get_hub(lib_path: str, is_emulator: bool) -> Hub:
     """The hub of the running loop (created on first use)."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
@@ -158,7 +154,7 @@ def get_hub(lib_path: str) -> Hub:
                 if old_loop.is_closed():
                     old.close()
                     del _hubs[old_loop]
-            hub = _hubs[loop] = Hub(loop, lib_path)
+            hub = _hubs[loop] = Hub(loop, lib_path, is_emulator)
     return hub
 
 

@@ -28,7 +28,9 @@ def select_libveo() -> tuple[Path, str]:
     """The libveo to load and why: $AIOVEO_LIBVEO (a path, or "emulator"),
     else the vendor library when it is installed and a VE is present, else
     the bundled emulator."""
-    explicit = os.environ.get("AIOVEO_LIBVEO")
+    from .settings import current
+
+    explicit = current().libveo
     if explicit and explicit != "emulator":
         return Path(explicit), "AIOVEO_LIBVEO"
     if explicit != "emulator" and VENDOR_LIBVEO.exists() and ve_present():

@@ -82,24 +82,11 @@ class _Opener(Generic[T]):
             await obj.close(cancel=exc_type is not None)  # type: ignore[attr-defined]
 
 
-def _lib_path() -> str:
-    return backend().path
+def _get_hub() -> _hub.Hub:
+    b = backend()
+    return _hub.get_hub(b.path, b.is_emulator)
 
 
-_INLINE: list[int] = []
-
-
-def _inline_transfer_bytes() -> int:
-    """Transfers up to this size on an idle context are copied directly, on
-    the loop thread: handing them to the context's queue and the completion
-    back to the loop costs more than the copy (a 1 MiB memcpy is ~50 us; a
-    cross-thread hand-off is 10-30 us).  $AIOVEO_INLINE_TRANSFER overrides;
-    0 turns it off.  On a real VE the copy is a DMA the thread waits for, so
-    the default there is smaller."""
-    if not _INLINE:
-        default = 1 << 20 if backend().is_emulator else 64 << 10
-        _INLINE.append(int(os.environ.get("AIOVEO_INLINE_TRANSFER", default)))
-    return _INLINE[0]
 
 
 async def _in_executor(fn: Callable[..., T], *args: Any) -> T:
@@ -269,7 +256,7 @@ class AsyncContext:
         hub = self._hub
         if hub is not None and hub.loop is asyncio.get_running_loop():
             return hub
-        hub = _hub.get_hub(_lib_path())
+        hub = _get_hub()
         if self._hub is not hub:
             if self._hub is not None and self._in_flight:
                 raise RuntimeError("this context has requests in flight on another event loop")
@@ -316,7 +303,7 @@ class AsyncContext:
         fut = hub.loop.create_future()  # type: ignore[union-attr]  # the running loop
         traced = None if _recorder is None else _recorder.track(self, what, nbytes, slots, fut)
         if self._in_flight == slots:  # nothing else queued: it may finish right away
-            done = request.spot(_hub.SPOT_US)
+            done = request.spot(hub.spot_us)
             if done is not None:
                 status, retval = done
                 if traced is None:
@@ -419,7 +406,7 @@ class AsyncContext:
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
-        if self._in_flight == 0 and size <= _inline_transfer_bytes():
+        if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
             self._check()  # nothing queued here: a direct copy keeps the order
             if _recorder is not None:
                 return _recorder.inline(self, "read_mem", size, self.proc.sync.read_mem,
@@ -431,7 +418,7 @@ class AsyncContext:
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
-        if self._in_flight == 0 and size <= _inline_transfer_bytes():
+        if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
             self._check()
             if _recorder is not None:
                 return _recorder.inline(self, "write_mem", size, self.proc.sync.write_mem,

@@ -1370,18 +1370,17 @@ cdef class VeoProc:
         return f"<VeoProc node {self.nodeid} {state}>"
 
 
-EXIT_GRACE_S = float(os.environ.get("AIOVEO_EXIT_GRACE", "5"))
-
-
 @atexit.register
 def _destroy_live_procs():
     """At interpreter exit, end every VE process still alive.  An emulated VE
     still busy after AIOVEO_EXIT_GRACE seconds is killed, so exit never hangs."""
+    from .settings import current
+    grace = current().exit_grace
     for p in list(_live_procs):
         pid = p.helper_pid
         timer = None
         if pid:
-            timer = threading.Timer(EXIT_GRACE_S, os.kill, (pid, signal.SIGKILL))
+            timer = threading.Timer(grace, os.kill, (pid, signal.SIGKILL))
             timer.daemon = True
             timer.start()
         try:

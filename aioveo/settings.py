@@ -1,0 +1,132 @@
+"""Every ``AIOVEO_*`` setting, read from the environment in one place, once.
+
+    import aioveo.settings as settings
+
+    settings.current()                        # the process-wide Settings
+    settings.configure(spot_us=0)             # change them from code
+    with settings.override(engine="wait"):    # change them for a block (tests, benchmarks)
+        asyncio.run(main())
+    settings.configure(loop=loop, engine="wait")   # one event loop only
+
+An event loop's completion hub reads its settings when it is created (on the
+loop's first request), so a new loop picks up what was configured before it
+started; a loop already running keeps its engine.  The native core reads
+``exit_grace`` at interpreter exit.
+
+| variable | field | default | meaning |
+|---|---|---|---|
+| ``AIOVEO_LIBVEO`` | ``libveo`` | (auto) | the libveo to load: a path, or ``emulator`` |
+| ``AIOVEO_ENGINE`` | ``engine`` | ``poll`` | ``wait``: a thread per context blocked in ``veo_call_wait_result`` |
+| ``AIOVEO_ENGINE_SPIN_US`` | ``engine_spin_us`` | 50 | the poll thread spins this long after activity |
+| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 1000 | its longest sleep between peeks |
+| ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
+| ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 64 KiB VE | transfers up to this size on an idle context are copied on the loop thread; 0: never |
+| ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at close or exit before it is ended by force |
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import weakref
+from typing import Any, Iterator
+
+__all__ = ["Settings", "current", "configure", "override", "for_loop", "ENV"]
+
+ENGINES = ("poll", "wait")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The knobs of aioveo (see the module's table)."""
+
+    libveo: str | None = None
+    engine: str = "poll"
+    engine_spin_us: int = 50
+    engine_max_sleep_us: int = 1000
+    spot_us: float = 20.0
+    inline_transfer: int | None = None    # None: the backend's default
+    exit_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
+        for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
+        if self.inline_transfer is not None and self.inline_transfer < 0:
+            raise ValueError(f"inline_transfer must be >= 0, not {self.inline_transfer!r}")
+
+    def inline_transfer_bytes(self, is_emulator: bool) -> int:
+        """Transfers up to this size on an idle context are copied on the loop
+        thread: on the emulator a 1 MiB memcpy (~50 us) costs less than a
+        cross-thread hand-off; on a VE the copy is a DMA the thread waits for."""
+        if self.inline_transfer is not None:
+            return self.inline_transfer
+        return 1 << 20 if is_emulator else 64 << 10
+
+
+#: environment variable -> (field, parser)
+ENV: dict[str, tuple[str, Any]] = {
+    "AIOVEO_LIBVEO": ("libveo", str),
+    "AIOVEO_ENGINE": ("engine", str),
+    "AIOVEO_ENGINE_SPIN_US": ("engine_spin_us", int),
+    "AIOVEO_ENGINE_MAX_SLEEP_US": ("engine_max_sleep_us", int),
+    "AIOVEO_SPOT_US": ("spot_us", float),
+    "AIOVEO_INLINE_TRANSFER": ("inline_transfer", int),
+    "AIOVEO_EXIT_GRACE": ("exit_grace", float),
+}
+
+
+def from_environ(environ: Any = os.environ) -> Settings:
+    """Settings from the ``AIOVEO_*`` variables (a bad value raises, naming it)."""
+    values: dict[str, Any] = {}
+    for var, (field, parse) in ENV.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError:
+            raise ValueError(f"${var}={raw!r} is not a valid {parse.__name__}") from None
+    try:
+        return Settings(**values)
+    except ValueError as e:
+        raise ValueError(f"aioveo settings from the environment: {e}") from None
+
+
+_current = from_environ()
+_per_loop: "weakref.WeakKeyDictionary[Any, Settings]" = weakref.WeakKeyDictionary()
+
+
+def current() -> Settings:
+    """The process-wide settings."""
+    return _current
+
+
+def for_loop(loop: Any) -> Settings:
+    """The settings of one event loop: its own if configured, else the process's."""
+    return _per_loop.get(loop, _current)
+
+
+def configure(*, loop: Any = None, **changes: Any) -> Settings:
+    """Change settings process-wide, or (``loop=``) for one event loop only;
+    returns the new Settings.  Takes effect for hubs created afterwards."""
+    global _current
+    if loop is not None:
+        new = dataclasses.replace(for_loop(loop), **changes)
+        _per_loop[loop] = new
+        return new
+    _current = dataclasses.replace(_current, **changes)
+    return _current
+
+
+@contextlib.contextmanager
+def override(**changes: Any) -> Iterator[Settings]:
+    """Process-wide settings changed inside a ``with`` block, restored after."""
+    global _current
+    saved = _current
+    try:
+        yield configure(**changes)
+    finally:
+        _current = saved
