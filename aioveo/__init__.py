@@ -17,7 +17,7 @@ from ._core import (
     VEO_COMMAND_ERROR, VEO_COMMAND_EXCEPTION, VEO_COMMAND_OK, VEO_COMMAND_UNFINISHED,
     VEO_INTENT_IN, VEO_INTENT_INOUT, VEO_INTENT_OUT,
     VEO_STATE_BLOCKED, VEO_STATE_EXIT, VEO_STATE_RUNNING, VEO_STATE_SYSCALL, VEO_STATE_UNKNOWN,
-    Backend, ClosedError, OnStack, ProcDeadError, SymbolNotFoundError, Unfinished,
+    Backend, ClosedError, MissingFunctionError, OnStack, ProcDeadError, SymbolNotFoundError, Unfinished,
     VEMemPtr, VeoBatch, VeoCtxt, VeoError, VeoException, VeoFunction, VeoLibrary, VeoProc,
     VeoRequest,
     backend, del_proc_init_hook, emulator_info, set_proc_init_hook,
@@ -28,7 +28,7 @@ from .aio import (
     AsyncContext, AsyncProc, InFlightLimitError, Pool, PoolFunction, VEArray,
     open_pool, open_proc, open_procs,
 )
-from . import trace
+from . import settings, trace
 
 __version__ = "0.1.0"
 

@@ -13,6 +13,8 @@ import functools
 import re
 from typing import Callable, NamedTuple
 
+from ._core import TYPE_CODES
+
 __all__ = ["CType", "CTypeError", "EmuType", "Prototype", "parse_type", "parse_prototype"]
 
 
@@ -25,19 +27,20 @@ class CTypeError(ValueError, TypeError):
 
 
 class EmuType(enum.IntEnum):
-    """Return-type codes of the emulator's veo_emu_args_set_ret_type() (ve_offload.h)."""
+    """Return-type codes of the emulator's veo_emu_args_set_ret_type(), as
+    ve_offload.h numbers them (the core reads them from the header)."""
 
-    U64 = 0
-    VOID = 1
-    I8 = 2
-    U8 = 3
-    I16 = 4
-    U16 = 5
-    I32 = 6
-    U32 = 7
-    I64 = 8
-    FLOAT = 9
-    DOUBLE = 10
+    U64 = TYPE_CODES["U64"]
+    VOID = TYPE_CODES["VOID"]
+    I8 = TYPE_CODES["I8"]
+    U8 = TYPE_CODES["U8"]
+    I16 = TYPE_CODES["I16"]
+    U16 = TYPE_CODES["U16"]
+    I32 = TYPE_CODES["I32"]
+    U32 = TYPE_CODES["U32"]
+    I64 = TYPE_CODES["I64"]
+    FLOAT = TYPE_CODES["FLOAT"]
+    DOUBLE = TYPE_CODES["DOUBLE"]
 
 
 _INT_CODES = {
@@ -46,12 +49,6 @@ _INT_CODES = {
     (4, True): EmuType.I32, (4, False): EmuType.U32,
     (8, True): EmuType.I64, (8, False): EmuType.U64,
 }
-_STRUCT_FORMATS = {
-    (1, True): "b", (1, False): "B", (2, True): "h", (2, False): "H",
-    (4, True): "i", (4, False): "I", (8, True): "q", (8, False): "Q",
-}
-
-
 class CType(NamedTuple):
     """One parsed C type.
 
@@ -64,17 +61,6 @@ class CType(NamedTuple):
     size: int
     signed: bool
     emu_code: int
-
-    @property
-    def is_pointer(self) -> bool:
-        return self.kind == "pointer"
-
-    @property
-    def pointee(self) -> str | None:
-        """The pointed-to type's normalized name ("double" for "double *"), else None."""
-        if self.kind != "pointer":
-            return None
-        return self.name[:-1].rstrip()
 
     @property
     def min(self) -> int | None:
@@ -95,17 +81,6 @@ class CType(NamedTuple):
         if self.name == "bool":
             return 1
         return (1 << (8 * self.size - (1 if self.signed else 0))) - 1
-
-    @property
-    def struct_format(self) -> str | None:
-        """The :mod:`struct` format character of the type (None for void)."""
-        if self.kind == "void":
-            return None
-        if self.kind == "float":
-            return "f" if self.size == 4 else "d"
-        if self.kind == "pointer":
-            return "Q"
-        return _STRUCT_FORMATS[(self.size, self.signed)]
 
     def __str__(self) -> str:
         return self.name

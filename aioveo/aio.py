@@ -22,7 +22,6 @@ import collections
 import logging
 import math
 import os
-import signal
 from types import TracebackType
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic, Iterable,
                     Sequence, TypeVar)
@@ -32,6 +31,8 @@ if TYPE_CHECKING:
 
 from . import _hub
 from ._core import (
+    FORGOTTEN,
+    VEO_COMMAND_ERROR,
     ClosedError,
     VeoCtxt,
     VeoError,
@@ -39,7 +40,6 @@ from ._core import (
     VeoLibrary,
     VeoProc,
     VEMemPtr,
-    backend,
 )
 
 __all__ = [
@@ -51,10 +51,22 @@ T = TypeVar("T")
 log = logging.getLogger("aioveo")
 
 DEFAULT_MAX_IN_FLIGHT = 1024
-_SMALL_TRANSFER = 64 * 1024
 
-#: The active aioveo.trace.Recorder, if any (set by aioveo.trace.start/stop).
-_recorder: Any = None
+#: Observers of every request (aioveo.trace subscribes here; they observe,
+#: they never decide): ``submitted(ctx, key, what, nbytes, calls, inline)``
+#: when a request is handed to the VE (`key` identifies it until it ends) and
+#: ``completed(key, status, cancelled)`` when its end is known (`status`: a
+#: VEO_COMMAND_* value, FORGOTTEN, or None for a copy done on the loop thread).
+_observers: list[Any] = []
+
+
+def add_observer(observer: Any) -> None:
+    _observers.append(observer)
+
+
+def remove_observer(observer: Any) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
 
 
 class InFlightLimitError(VeoError):
@@ -80,11 +92,6 @@ class _Opener(Generic[T]):
         obj, self._obj = self._obj, None
         if obj is not None:
             await obj.close(cancel=exc_type is not None)  # type: ignore[attr-defined]
-
-
-def _get_hub() -> _hub.Hub:
-    b = backend()
-    return _hub.get_hub(b.path, b.is_emulator)
 
 
 
@@ -172,20 +179,10 @@ class AsyncProc:
         what = str(self)
         for ctx in list(self.contexts):
             await ctx.close(cancel=cancel)
-        if cancel:
-            self._kill_emulated_helper()
-        await _in_executor(self.sync.destroy)
+        # Closed by an exception: the VE process ends at once (grace 0), not
+        # after its running kernels (the core's one closing policy).
+        await _in_executor(self.sync.destroy, 0 if cancel else None)
         log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
-
-    def _kill_emulated_helper(self) -> None:
-        # On the emulator a cancelled close need not wait for running kernels.
-        pid = self.sync.helper_pid
-        if pid:
-            log.debug("aioveo: killing the emulator helper %d of a cancelled proc", pid)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -254,9 +251,9 @@ class AsyncContext:
 
     def _get_hub(self) -> _hub.Hub:
         hub = self._hub
-        if hub is not None and hub.loop is asyncio.get_running_loop():
+        if hub is not None and hub.loop_ref() is asyncio.get_running_loop():
             return hub
-        hub = _get_hub()
+        hub = _hub.get_hub()
         if self._hub is not hub:
             if self._hub is not None and self._in_flight:
                 raise RuntimeError("this context has requests in flight on another event loop")
@@ -282,7 +279,8 @@ class AsyncContext:
 
     def _release(self, n: int = 1) -> None:
         self._in_flight -= n
-        self._wake_slot_waiter()
+        if self._slot_waiters:
+            self._wake_slot_waiter()
         if self._in_flight == 0 and self._idle is not None:
             if not self._idle.done():
                 self._idle.set_result(None)
@@ -295,35 +293,68 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub, slots: int = 1, what: Any = None,
-               nbytes: Any = None) -> asyncio.Future:
-        """A future for `request` (a VeoRequest or VeoBatch); the VE's
-        completion releases its `slots` in-flight slots.  `what` (the function
-        or "read_mem"/"write_mem") and `nbytes` are for the trace recorder."""
-        fut = hub.loop.create_future()  # type: ignore[union-attr]  # the running loop
-        traced = None if _recorder is None else _recorder.track(self, what, nbytes, slots, fut)
-        if self._in_flight == slots:  # nothing else queued: it may finish right away
+    def _track(self, request: Any, hub: _hub.Hub, what: Any = None, nbytes: Any = None,
+               spotted: bool = False) -> asyncio.Future:
+        """A future for `request` (a VeoRequest or VeoBatch, its slots taken).
+        Alone on the context it may finish at once: peek first (unless the
+        caller just did, `spotted`), then hand it to the hub."""
+        fut = hub.loop_ref().create_future()  # type: ignore[union-attr]  # the running loop
+        request.future = fut
+        request.owner = self
+        if _observers:
+            for o in _observers:
+                o.submitted(self, request, what, nbytes, request.slots, False)
+        if not spotted and self._in_flight == request.slots:
             done = request.spot(hub.spot_us)
             if done is not None:
-                status, retval = done
-                if traced is None:
-                    self._release(slots)
-                else:
-                    traced(request, status, retval)
-                _hub.deliver(request, fut, None, status, retval)
+                self._complete(request, *done)
                 return fut
-        hub.watch(request, fut, traced or (lambda _r, _s, _v: self._release(slots)))
+        hub.watch(request)
         return fut
 
+    def _complete(self, request: Any, status: int, retval: int) -> None:
+        """The VE finished `request`, or (status FORGOTTEN) its context is
+        closing: release its slots and settle its future.  A cancelled
+        awaiter's request is still finished (buffers released), its result
+        dropped; a forgotten one is dropped unfinished, so the core keeps its
+        buffers until the VE is done with them."""
+        self._release(request.slots)
+        fut = request.future
+        request.future = request.owner = None
+        waiting = fut is not None and not fut.done()
+        if _observers:
+            for o in _observers:
+                o.completed(request, status, fut is not None and fut.cancelled())
+        if status == FORGOTTEN:
+            if waiting:
+                fut.set_exception(ClosedError("the context was closed"))
+            return
+        try:
+            result = request.finish(status, retval)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiter
+            log.debug("aioveo: request %s failed%s: %r", request.req_id,
+                      "" if waiting else " with nobody waiting", exc)
+            if waiting:
+                fut.set_exception(exc)
+            return
+        if waiting:
+            fut.set_result(result)
+
     # -- calls
+    def _take_slot_nowait(self) -> bool:
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+            return True
+        return False
+
     def submit_nowait(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call and return a future of its result, without waiting
         for a slot (raises InFlightLimitError when the bound is reached)."""
         self._check()
+        hub = self._get_hub()
         if self._in_flight >= self.max_in_flight:
             raise InFlightLimitError(
                 f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
-        hub = self._get_hub()
         self._in_flight += 1
         return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
 
@@ -332,15 +363,29 @@ class AsyncContext:
         so many calls can be in flight without a task each."""
         self._check()
         hub = self._get_hub()
-        if self._in_flight < self.max_in_flight and not self._slot_waiters:
-            self._in_flight += 1  # a free slot: no need for a waiting coroutine
-        else:
+        if not self._take_slot_nowait():
             await self._acquire()
         return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
-        """Call a VE function and return its converted result."""
-        return await (await self.submit(fn, *args))
+        """Call a VE function and return its converted result.  A call found
+        finished on the spot is returned without a future or a hand-off."""
+        self._check()
+        hub = self._get_hub()
+        if not self._take_slot_nowait():
+            await self._acquire()
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        if self._in_flight == 1 and not _observers:
+            done = request.spot(hub.spot_us)
+            if done is not None:
+                self._release()
+                return request.finish(*done)
+            return await self._track(request, hub, fn, None, True)
+        return await self._track(request, hub, fn)
 
     async def map(self, fn: VeoFunction | PoolFunction,
                   arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
@@ -362,7 +407,7 @@ class AsyncContext:
                 except BaseException:
                     self._release(len(part))
                     raise
-                futures.append(self._track(batch, hub, len(part), fn))
+                futures.append(self._track(batch, hub, fn))
             results: list[Any] = []
             for f in futures:
                 results.extend(await f)
@@ -388,7 +433,7 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub, 1, what, nbytes)
+        return self._track(request, hub, what, nbytes)
 
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
@@ -407,11 +452,7 @@ class AsyncContext:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
         if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
-            self._check()  # nothing queued here: a direct copy keeps the order
-            if _recorder is not None:
-                return _recorder.inline(self, "read_mem", size, self.proc.sync.read_mem,
-                                        dst, src, size)
-            self.proc.sync.read_mem(dst, src, size)
+            self._copy_inline("read_mem", self.proc.sync.read_mem, dst, src, size)
             return
         await (await self.submit_read_mem(dst, src, size))
 
@@ -419,13 +460,27 @@ class AsyncContext:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
         if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
-            self._check()
-            if _recorder is not None:
-                return _recorder.inline(self, "write_mem", size, self.proc.sync.write_mem,
-                                        dst, src, size)
-            self.proc.sync.write_mem(dst, src, size)
+            self._copy_inline("write_mem", self.proc.sync.write_mem, dst, src, size)
             return
         await (await self.submit_write_mem(dst, src, size))
+
+    def _copy_inline(self, what: str, copy: Callable[..., None], *args: Any) -> None:
+        """A small transfer on a context with nothing queued, copied on the
+        loop thread: cheaper than a hand-off, and the order is kept."""
+        self._check()
+        if not _observers:
+            copy(*args)
+            return
+        key = object()
+        for o in _observers:
+            o.submitted(self, key, what, args[-1], 1, True)
+        status: int | None = VEO_COMMAND_ERROR
+        try:
+            copy(*args)
+            status = None
+        finally:
+            for o in _observers:
+                o.completed(key, status, False)
 
     async def alloc_mem(self, size: int) -> VEMemPtr:
         """Allocate VE memory of the proc."""
@@ -482,8 +537,7 @@ class AsyncContext:
                 w.set_exception(ClosedError("the context was closed"))
         self._slot_waiters.clear()
         if self._hub is not None and self._in_flight:
-            self._hub.abandon_context(self.sync.handle,
-                                      lambda: ClosedError("the context was closed"))
+            self._hub.forget(self.sync)
         if self in self.proc.contexts:
             self.proc.contexts.remove(self)
         if not self.proc.closed:

@@ -26,8 +26,10 @@ times:
   work queued, ``end - start`` is the request's run time on the VE; ``end -
   submit`` includes the queueing.
 
-Only one recorder is active at a time (process wide, every event loop).
-When none is, the asyncio layer pays one global ``is None`` test per request.
+Only one recorder is active at a time (process wide, every event loop).  It
+observes the asyncio layer through its observer hooks (``aio.add_observer``)
+and decides nothing there; when none is active, the layer pays one test of an
+empty list per request.
 Everything runs on the event loop thread; no locks are taken.
 """
 from __future__ import annotations
@@ -37,18 +39,16 @@ import math
 import os
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from . import aio
-
-if TYPE_CHECKING:
-    import asyncio
 
 __all__ = ["Recorder", "Request", "record", "start", "stop", "active"]
 
 OK, ERROR, CANCELLED = "ok", "error", "cancelled"
 _STATUS = {0: OK, 1: ERROR, 2: ERROR}      # VEO_COMMAND_OK / _EXCEPTION / _ERROR
 _clock = time.perf_counter_ns
+_active: "Recorder | None" = None
 
 
 class Request:
@@ -102,6 +102,7 @@ class Recorder:
         self.stopped: int | None = None
         self._ctx_ids: dict[int, tuple[Any, int, int]] = {}   # id(ctx) -> (weakref, pid, tid)
         self._proc_ids: dict[int, tuple[Any, int]] = {}       # id(proc) -> (weakref, pid)
+        self._open: dict[int, Request] = {}                   # id(key) -> in flight
 
     # ---- hooks called by aioveo.aio (loop thread) ------------------------------
     def _ids(self, ctx: aio.AsyncContext) -> tuple[int, int]:
@@ -144,45 +145,37 @@ class Recorder:
         self.requests.append(req)
         return req
 
-    def _end(self, req: Request, status: int | None, fut: asyncio.Future | None) -> None:
-        req.end = _clock() - self.t0
-        req.status = status
-        if fut is not None and fut.cancelled():
-            req.outcome = CANCELLED
-        else:
-            req.outcome = _STATUS.get(status, ERROR) if status is not None else OK
+    # ---- the observer hooks (aioveo.aio calls them on the loop thread) -------------
+    def submitted(self, ctx: aio.AsyncContext, key: Any, what: Any, nbytes: Any, calls: int,
+                  inline: bool) -> None:
+        """A request was handed to the VE (or, `inline`, is being copied on the
+        loop thread); `key` names it until ``completed``."""
+        if self.stopped is None:
+            self._open[id(key)] = self._new(ctx, what, nbytes, calls, inline)
 
-    def track(self, ctx: aio.AsyncContext, what: Any, nbytes: Any, calls: int,
-              fut: asyncio.Future) -> Callable[[Any, int, int], None]:
-        """Record a request just submitted on `ctx` (holding `calls` in-flight
-        slots); returns the completion callback that releases the slots and
-        records the end."""
-        req = self._new(ctx, what, nbytes, calls)
-
-        def done(_request: Any, status: int, _retval: int) -> None:
-            ctx._release(calls)
-            self._end(req, status, fut)
-
-        return done
-
-    def inline(self, ctx: aio.AsyncContext, what: str, nbytes: int,
-               copy: Callable[..., None], *args: Any) -> None:
-        """Record a transfer the context copies on the loop thread, and run it."""
-        req = self._new(ctx, what, nbytes, 1, inline=True)
-        try:
-            copy(*args)
-        except BaseException:
-            self._end(req, 2, None)
-            raise
-        self._end(req, None, None)
+    def completed(self, key: Any, status: int | None, cancelled: bool) -> None:
+        """The request `key` ended with `status` (None: an inline copy that worked)."""
+        req = self._open.pop(id(key), None)
+        if req is not None:
+            req.end = _clock() - self.t0
+            req.status = status
+            if cancelled:
+                req.outcome = CANCELLED
+            else:
+                req.outcome = _STATUS.get(status, ERROR) if status is not None else OK
+        if self.stopped is not None and not self._open:
+            aio.remove_observer(self)
 
     # ---- control ------------------------------------------------------------------
     def stop(self) -> "Recorder":
         """Stop recording (requests still in flight complete into the trace)."""
-        if aio._recorder is self:
-            aio._recorder = None
+        global _active
+        if _active is self:
+            _active = None
         if self.stopped is None:
             self.stopped = _clock() - self.t0
+        if not self._open:
+            aio.remove_observer(self)
         return self
 
     def __enter__(self) -> "Recorder":
@@ -339,17 +332,18 @@ def _percentile(sorted_values: list[int], q: float) -> float:
 
 def start() -> Recorder:
     """Start recording into a new Recorder (replacing any active one) and return it."""
+    global _active
     rec = Recorder()
-    old = aio._recorder
-    if old is not None:
-        old.stop()
-    aio._recorder = rec
+    if _active is not None:
+        _active.stop()
+    _active = rec
+    aio.add_observer(rec)
     return rec
 
 
 def stop() -> Recorder | None:
     """Stop the active recorder, returning it (None when nothing was recording)."""
-    rec = aio._recorder
+    rec = _active
     if rec is not None:
         rec.stop()
     return rec
@@ -357,7 +351,7 @@ def stop() -> Recorder | None:
 
 def active() -> Recorder | None:
     """The recorder now recording, if any."""
-    return aio._recorder
+    return _active
 
 
 def record() -> Recorder:

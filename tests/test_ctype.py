@@ -107,17 +107,6 @@ def test_ranges() -> None:
     assert parse_type("double").min is None and parse_type("void").max is None
 
 
-def test_struct_formats_and_pointee() -> None:
-    import struct
-    for spelling, _, _, size, _, _ in TYPES:
-        t = parse_type(spelling)
-        if t.kind != "void":
-            assert struct.calcsize("=" + t.struct_format) == t.size
-    assert parse_type("const double * const").pointee == "double"
-    assert parse_type("char **").pointee == "char *"
-    assert parse_type("int").pointee is None
-
-
 def test_emu_codes_match_header() -> None:
     """EmuType follows enum veo_emu_type of the emulator's ve_offload.h."""
     header = Path(__file__).resolve().parent.parent / "_ext" / "emu" / "ve_offload.h"

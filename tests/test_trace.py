@@ -17,7 +17,7 @@ from aioveo import aio
 def no_recorder_left():
     yield
     aioveo.trace.stop()
-    assert aio._recorder is None
+    assert aioveo.trace.active() is None and not aio._observers
 
 
 # ---- a Trace Event Format check (the parts a viewer relies on) ------------------

@@ -27,9 +27,9 @@ TIMEOUT = 600
 # doctests), and Engine, initialised by a __cinit__ whose signature Cython
 # does not expose.
 STUBTEST_ALLOWLIST = r"""
-aioveo\._(core|engine)\.(.*\.)?__(reduce|setstate)_cython__
-aioveo\._(core|engine)\.__test__
-aioveo\._engine\.Engine\.__init__
+aioveo\._core\.(.*\.)?__(reduce|setstate)_cython__
+aioveo\._core\.__test__
+aioveo\._core\.Engine\.__init__
 """
 
 
@@ -46,7 +46,7 @@ def mypy_check(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_installed_package_is_typed():
     assert not PACKAGE.is_relative_to(ROOT), "the tests must run on the installed package"
-    for name in ("py.typed", "_core.pyi", "_engine.pyi"):
+    for name in ("py.typed", "_core.pyi"):
         assert (PACKAGE / name).is_file(), f"{name} is not installed"
 
 
@@ -66,7 +66,7 @@ def test_stubs_match_the_native_modules(tmp_path):
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text(STUBTEST_ALLOWLIST)
     r = mypy("--allowlist", str(allowlist), "--mypy-config-file", str(CONFIG),
-             "aioveo._core", "aioveo._engine", cwd=tmp_path, module="mypy.stubtest")
+             "aioveo._core", cwd=tmp_path, module="mypy.stubtest")
     assert r.returncode == 0, r.stdout + r.stderr
 
 

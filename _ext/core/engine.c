@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include "engine.h"
+#include "ve_offload.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -16,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VEO_COMMAND_UNFINISHED 3
 
 struct ereq {
   uint64_t id, token;
@@ -50,7 +50,6 @@ struct engine {
   _Atomic int armed;
   int stop, kicked, has_thread;
   pthread_t thread;
-  uint64_t wakeups, rounds, peeks;
 };
 
 static uint64_t now_ns(void) {
@@ -86,7 +85,6 @@ static int push_completion(struct engine *e, uint64_t token, int status, uint64_
     uint64_t one = 1;
     ssize_t r = write(e->efd, &one, sizeof(one)); /* EAGAIN: already readable */
     (void)r;
-    e->wakeups++;
   }
   return 0;
 }
@@ -126,14 +124,12 @@ static void *poll_main(void *arg) {
         int st = e->peek(c->ctx, id, &ret);
         pthread_mutex_lock(&e->lock);
         c->busy = 0;
-        e->peeks++;
         if (st == VEO_COMMAND_UNFINISHED || !c->head || c->head->id != id) break;
         pop_head(e, c, st, ret);
         completed++;
       }
     }
     pthread_cond_broadcast(&e->cond); /* for engine_forget waiting on busy */
-    e->rounds++;
     if (completed || e->kicked) {
       e->kicked = 0;
       last = now_ns();
@@ -189,8 +185,6 @@ static void *wait_main(void *arg) {
     int st = e->wait(c->ctx, id, &ret);
     pthread_mutex_lock(&e->lock);
     c->busy = 0;
-    e->peeks++;
-    e->rounds++;
     if (c->head && c->head->id == id) pop_head(e, c, st, ret);
     pthread_cond_broadcast(&e->cond);
   }
@@ -336,16 +330,20 @@ int engine_forget(struct engine *e, void *ctx, int status, unsigned timeout_ms) 
   return n;
 }
 
-void engine_free(struct engine *e, unsigned timeout_ms) {
-  if (!e) return;
+int engine_stop(struct engine *e, unsigned timeout_ms) {
   pthread_mutex_lock(&e->lock);
   e->stop = 1;
   pthread_cond_broadcast(&e->cond);
   pthread_mutex_unlock(&e->lock);
   if (e->has_thread) pthread_join(e->thread, NULL);
+  e->has_thread = 0;
   int leaked = 0;
-  while (e->ctxs) leaked |= engine_forget(e, e->ctxs->ctx, 2, timeout_ms) < 0;
-  if (leaked) return; /* a detached waiter may still touch e */
+  while (e->ctxs) leaked |= engine_forget(e, e->ctxs->ctx, ENGINE_FORGOTTEN, timeout_ms) < 0;
+  return leaked;
+}
+
+void engine_free(struct engine *e) {
+  if (!e) return;
   free(e->q);
   close(e->efd);
   pthread_cond_destroy(&e->cond);
@@ -354,18 +352,3 @@ void engine_free(struct engine *e, unsigned timeout_ms) {
 }
 
 int engine_fd(struct engine *e) { return e->efd; }
-
-long engine_pending(struct engine *e) {
-  pthread_mutex_lock(&e->lock);
-  long n = e->watched + e->queued;
-  pthread_mutex_unlock(&e->lock);
-  return n;
-}
-
-void engine_stats(struct engine *e, uint64_t *wakeups, uint64_t *rounds, uint64_t *peeks) {
-  pthread_mutex_lock(&e->lock);
-  *wakeups = e->wakeups;
-  *rounds = e->rounds;
-  *peeks = e->peeks;
-  pthread_mutex_unlock(&e->lock);
-}

@@ -19,9 +19,14 @@
 
 #include <stdint.h>
 
+/* veo_call_peek_result or veo_call_wait_result, taken from the core's table. */
 typedef int (*engine_peek_fn)(void *ctx, uint64_t id, uint64_t *ret);
 
 enum engine_mode { ENGINE_POLL = 0, ENGINE_WAIT = 1 };
+
+/* The status of a completion pushed by engine_forget: not a VEO status, the
+ * request was not finished by the VE. */
+enum { ENGINE_FORGOTTEN = -1 };
 
 struct engine_completion {
   uint64_t token;
@@ -35,9 +40,13 @@ struct engine;
  * max_sleep_us: cap of the sleeping back-off. */
 struct engine *engine_new(int mode, engine_peek_fn peek, engine_peek_fn wait, unsigned spin_us,
                           unsigned max_sleep_us);
-/* Stops and joins the threads (ENGINE_WAIT threads blocked on a kernel that
- * never returns are detached instead, after timeout_ms). */
-void engine_free(struct engine *e, unsigned timeout_ms);
+/* Stops and joins the threads and forgets every context (its requests are
+ * queued as ENGINE_FORGOTTEN completions, for a last engine_drain).  Returns
+ * nonzero if an ENGINE_WAIT thread blocked on a kernel that never returns had
+ * to be detached after timeout_ms: the engine must then not be freed. */
+int engine_stop(struct engine *e, unsigned timeout_ms);
+/* Frees a stopped engine. */
+void engine_free(struct engine *e);
 
 int engine_fd(struct engine *e); /* readable when completions are queued */
 int engine_watch(struct engine *e, void *ctx, uint64_t id, uint64_t token);
@@ -49,9 +58,4 @@ int engine_drain(struct engine *e, struct engine_completion *out, int max);
  * timeout_ms) until no engine thread is inside peek/wait on it.  Returns the
  * number of requests dropped, or -1 if a waiter thread had to be detached. */
 int engine_forget(struct engine *e, void *ctx, int status, unsigned timeout_ms);
-/* Requests watched and not yet drained. */
-long engine_pending(struct engine *e);
-/* Counters: wake-ups written to the fd, poll rounds, peeks. */
-void engine_stats(struct engine *e, uint64_t *wakeups, uint64_t *rounds, uint64_t *peeks);
-
 #endif

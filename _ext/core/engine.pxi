@@ -1,0 +1,125 @@
+# The completion engine of the asyncio layer (engine.c): C threads that find
+# finished requests without the GIL and hand them to an event loop through
+# an eventfd, in batches.  The engine holds a reference to each watched
+# request (its token is the request object itself), so the request is the
+# one record of a request in flight.
+
+cdef extern from "engine.h" nogil:
+    struct engine:
+        pass
+    struct engine_completion:
+        uint64_t token
+        uint64_t retval
+        int status
+    ctypedef int (*engine_peek_fn)(void *ctx, uint64_t id, uint64_t *ret)
+    enum:
+        ENGINE_POLL
+        ENGINE_WAIT
+        ENGINE_FORGOTTEN
+    engine *engine_new(int mode, engine_peek_fn peek, engine_peek_fn wait,
+                       unsigned spin_us, unsigned max_sleep_us)
+    int engine_stop(engine *e, unsigned timeout_ms)
+    void engine_free(engine *e)
+    int engine_fd(engine *e)
+    int engine_watch(engine *e, void *ctx, uint64_t id, uint64_t token)
+    int engine_drain(engine *e, engine_completion *out, int max)
+    int engine_forget(engine *e, void *ctx, int status, unsigned timeout_ms)
+
+ENGINE_MODES = {"poll": ENGINE_POLL, "wait": ENGINE_WAIT}
+#: The status a drained request has when its context was forgotten (closing):
+#: the VE has not finished it, so it must be dropped, not finished.
+FORGOTTEN = ENGINE_FORGOTTEN
+
+cdef enum:
+    DRAIN_MAX = 1024
+
+
+cdef class Engine:
+    """Completion detection off the event loop: ``watch(request)``, then
+    ``drain()`` the finished ones when ``fileno()`` is readable."""
+    cdef engine *_e
+    cdef engine_completion _buf[DRAIN_MAX]
+    cdef readonly str mode
+    cdef object __weakref__
+
+    def __cinit__(self, str mode="poll", unsigned spin_us=50, unsigned max_sleep_us=1000):
+        _ensure_api()
+        if mode not in ENGINE_MODES:
+            raise ValueError(f"engine mode must be one of {sorted(ENGINE_MODES)}, not {mode!r}")
+        self.mode = mode
+        cdef int m = ENGINE_MODES[mode]
+        with nogil:
+            self._e = engine_new(m, <engine_peek_fn>api.call_peek_result,
+                                 <engine_peek_fn>api.call_wait_result, spin_us, max_sleep_us)
+        if self._e == NULL:
+            raise OSError("cannot start the completion engine")
+        _live_engines.add(self)
+
+    def fileno(self):
+        if self._e == NULL:
+            raise ClosedError("the completion engine is closed")
+        return engine_fd(self._e)
+
+    def watch(self, _Request request not None):
+        """Report `request` through drain() when the VE has finished it."""
+        if self._e == NULL:
+            raise ClosedError("the completion engine is closed")
+        cdef veo_thr_ctxt *h = request.ctx._live_handle()
+        Py_INCREF(request)   # the engine's reference, given back by drain()
+        if engine_watch(self._e, <void *>h, request._last_id(),
+                        <uint64_t><uintptr_t><PyObject *>request) != 0:
+            Py_DECREF(request)
+            raise MemoryError("engine_watch")
+
+    def drain(self):
+        """Finished (request, status, retval) records, at most 1024 per call;
+        status is FORGOTTEN for requests of a forgotten context."""
+        if self._e == NULL:
+            return []
+        cdef int n, i
+        with nogil:
+            n = engine_drain(self._e, self._buf, DRAIN_MAX)
+        return self._take(n)
+
+    cdef list _take(self, int n):
+        cdef list out = []
+        cdef object request
+        for i in range(n):
+            request = <object><PyObject *><uintptr_t>self._buf[i].token
+            Py_DECREF(request)   # the list holds it now
+            out.append((request, self._buf[i].status, self._buf[i].retval))
+        return out
+
+    def forget(self, VeoCtxt ctx not None, unsigned timeout_ms=5000):
+        """Stop watching `ctx` (it is closing): its requests come out of the
+        next drain() with status FORGOTTEN."""
+        if self._e == NULL or ctx.handle_ == NULL:
+            return
+        cdef void *h = <void *>ctx.handle_
+        with nogil:
+            engine_forget(self._e, h, ENGINE_FORGOTTEN, timeout_ms)
+
+    def close(self, unsigned timeout_ms=5000):
+        """Stop the engine's threads; requests still watched are dropped
+        unfinished (the core keeps their buffers until the VE is done)."""
+        self._shutdown(timeout_ms)
+
+    cdef void _shutdown(self, unsigned timeout_ms):
+        cdef engine *e = self._e
+        if e == NULL:
+            return
+        self._e = NULL
+        cdef int leaked, n
+        with nogil:
+            leaked = engine_stop(e, timeout_ms)
+        while True:
+            with nogil:
+                n = engine_drain(e, self._buf, DRAIN_MAX)
+            if n == 0:
+                break
+            self._take(n)
+        if not leaked:  # else a detached waiter thread may still touch it
+            engine_free(e)
+
+    def __dealloc__(self):
+        self._shutdown(1000)

@@ -1,0 +1,209 @@
+# Submitted work.  One base (_Request) holds what every request shares: its
+# context, how its result converts, the host buffers the VE may still touch,
+# the collect-once rule, and the two fields the asyncio layer needs (the
+# awaiting future and the owner whose in-flight slots it holds), so one
+# object is the whole record of a request in flight.  VeoRequest is one call
+# or transfer; VeoBatch is many calls of one function submitted together.
+
+cdef inline uint64_t _now_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <uint64_t>t.tv_sec * 1000000000ULL + <uint64_t>t.tv_nsec
+
+
+cdef void _release_all(object keep):
+    """Release the host buffers a finished request held."""
+    if keep is not None:
+        for b in keep:
+            if type(b) is _HostBuffer:
+                (<_HostBuffer>b).release()
+
+
+@cython.no_gc_clear
+cdef class _Request:
+    """What single requests and batches share (not created directly)."""
+    cdef readonly VeoCtxt ctx
+    cdef int ret_type_code     # how the result converts (a value code)
+    cdef object keep           # host buffers the VE may still touch, or None
+    cdef readonly bint collected
+    cdef public object future  # the asyncio layer's awaiting future, or None
+    cdef public object owner   # the asyncio layer's AsyncContext holding its slots
+
+    cdef uint64_t _last_id(self):
+        raise NotImplementedError
+
+    cdef object _finish(self, int status, uint64_t retval):
+        raise NotImplementedError
+
+    @property
+    def req_id(self):
+        """The id of the (last) call: the one a waiter watches."""
+        return self._last_id()
+
+    @property
+    def slots(self):
+        """How many in-flight requests this is (a batch: its calls)."""
+        return 1
+
+    cdef inline int _take(self) except -1:
+        if self.collected:
+            raise VeoError(f"the result of request {self._last_id()} was already collected",
+                           req_id=self._last_id())
+        self.collected = True
+        return 0
+
+    cpdef finish(self, int status, uint64_t retval):
+        """Turn a raw (status, retval) from libveo into the result or the
+        exception, releasing what the request held exactly once."""
+        self._take()
+        return self._finish(status, retval)
+
+    def wait_result(self):
+        """Block (without the GIL) until the VE is done; the converted result."""
+        if self.collected:
+            self._take()
+        cdef veo_thr_ctxt *h = self.ctx._live_handle()
+        cdef uint64_t rid = self._last_id(), ret = 0
+        cdef int rc
+        with nogil:
+            rc = api.call_wait_result(h, rid, &ret)
+        return self.finish(rc, ret)
+
+    def peek_result(self):
+        """The converted result if the VE is done, else raise ``Unfinished``."""
+        if self.collected:
+            self._take()
+        cdef uint64_t ret = 0
+        cdef int rc = api.call_peek_result(self.ctx._live_handle(), self._last_id(), &ret)
+        if rc == VEO_COMMAND_UNFINISHED:
+            raise Unfinished(f"request {self._last_id()} is not finished",
+                             func="veo_call_peek_result", code=rc, req_id=self._last_id())
+        return self.finish(rc, ret)
+
+    def spot(self, double max_us):
+        """Peek (GIL held, never blocking) for up to `max_us` microseconds: the
+        raw (status, retval) once the VE is done, else None.  The asyncio
+        layer's fast path: a call that finishes at once needs no hand-off
+        between threads."""
+        cdef veo_thr_ctxt *h = self.ctx.handle_
+        cdef uint64_t rid = self._last_id(), ret = 0
+        cdef uint64_t end
+        cdef int rc, i
+        if h == NULL:
+            return None
+        end = _now_ns() + <uint64_t>(max_us * 1000.0)
+        while True:
+            for i in range(8):
+                rc = api.call_peek_result(h, rid, &ret)
+                if rc != VEO_COMMAND_UNFINISHED:
+                    return rc, ret
+            if _now_ns() >= end:
+                return None
+
+
+@cython.final
+@cython.no_gc_clear
+@cython.freelist(64)
+cdef class VeoRequest(_Request):
+    """A submitted call or transfer.  ``wait_result()`` blocks (without the GIL)
+    and returns the converted result; ``peek_result()`` raises ``Unfinished``
+    until the VE is done.  A result is collected once."""
+    cdef readonly uint64_t req
+    cdef veo_args *args
+
+    cdef uint64_t _last_id(self):
+        return self.req
+
+    def __repr__(self):
+        return f"<VeoRequest {self.req} on {self.ctx!r}{' collected' if self.collected else ''}>"
+
+    cdef object _finish(self, int status, uint64_t retval):
+        if self.args != NULL:
+            api.args_free(self.args)
+            self.args = NULL
+        _release_all(self.keep)
+        self.keep = None
+        if status == VEO_COMMAND_OK:
+            return _convert_result(self.ret_type_code, retval, self.ctx.proc)
+        raise _request_error(status, retval, self.ctx, self.req, f"request {self.req}")
+
+    def __dealloc__(self):
+        # Dropped before its result was collected: the VE may still read or
+        # write its buffers, so the context keeps them until it is done.
+        if not self.collected and self.ctx is not None and (self.args != NULL or self.keep is not None):
+            self.ctx._adopt(self.req, <uintptr_t>self.args, self.keep)
+        else:
+            if self.args != NULL:
+                api.args_free(self.args)
+            _release_all(self.keep)
+        self.args = NULL
+        self.keep = None
+
+
+@cython.final
+@cython.no_gc_clear
+cdef class VeoBatch(_Request):
+    """Calls of one function submitted together (``VeoFunction.submit_batch``).
+    They complete in order, so the batch is done when its last call is:
+    ``req_id`` is the last call's id, which is all a waiter has to watch."""
+    cdef uint64_t *ids
+    cdef veo_args **args
+    cdef readonly Py_ssize_t n
+
+    cdef uint64_t _last_id(self):
+        return self.ids[self.n - 1]
+
+    @property
+    def slots(self):
+        return self.n
+
+    def __len__(self):
+        return self.n
+
+    def __repr__(self):
+        return f"<VeoBatch of {self.n} calls on {self.ctx!r}>"
+
+    cdef object _finish(self, int status, uint64_t retval):
+        """Collect every call (the last one's raw result is given): the list of
+        results, or the first call's exception."""
+        cdef list results = []
+        cdef Py_ssize_t i
+        cdef uint64_t ret
+        cdef int rc
+        cdef veo_thr_ctxt *h = self.ctx.handle_
+        error = None
+        for i in range(self.n):
+            if i == self.n - 1:
+                rc, ret = status, retval
+            elif h == NULL:
+                rc = VEO_COMMAND_ERROR
+            else:
+                rc = api.call_peek_result(h, self.ids[i], &ret)
+                if rc == VEO_COMMAND_UNFINISHED:  # cannot be: a later call finished
+                    with nogil:
+                        rc = api.call_wait_result(h, self.ids[i], &ret)
+            api.args_free(self.args[i])
+            self.args[i] = NULL
+            if rc == VEO_COMMAND_OK:
+                results.append(_convert_result(self.ret_type_code, ret, self.ctx.proc))
+            elif error is None:
+                error = _request_error(rc, ret, self.ctx, self.ids[i], f"call {i} of the batch")
+        _release_all(self.keep)
+        self.keep = None
+        if error is not None:
+            raise error
+        return results
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.ids != NULL and self.args != NULL:
+            for i in range(self.n):
+                if self.args[i] == NULL:
+                    continue
+                if self.ctx is not None and not self.collected:   # still on the VE
+                    self.ctx._adopt(self.ids[i], <uintptr_t>self.args[i],
+                                    self.keep if i == self.n - 1 else None)
+                else:
+                    api.args_free(self.args[i])
+        PyMem_Free(self.ids)
+        PyMem_Free(self.args)
