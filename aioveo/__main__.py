@@ -202,8 +202,9 @@ def _demo(args: argparse.Namespace) -> int:
 # ---- bench ------------------------------------------------------------------------
 def _bench(argv: list[str]) -> int:
     """Forward everything after ``bench`` to aioveo.bench.main (imported only now)."""
-    try:
-        from . import bench
+    import importlib
+    try:   # not ``from . import bench``: a missing submodule raises a plain ImportError there
+        bench = importlib.import_module(f"{__package__}.bench")
     except ModuleNotFoundError as e:
         if e.name not in ("aioveo.bench", f"{__package__}.bench"):
             raise

@@ -1,16 +1,20 @@
-"""The benchmark suite runs end to end (one cheap scenario), so it does not rot.
-Its numbers are not checked here: speed is measured by `python -m aioveo bench`,
-not timed in tests."""
+"""The development benchmark suite (benchmarks/suite.py) runs end to end (one
+cheap scenario), so it does not rot.  Its numbers are not checked here: speed
+is measured by the benchmarks, not timed in tests."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_quick_latency_scenario_writes_json_markdown_and_targets(tmp_path):
+SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "suite.py"
+
+
+def test_dev_suite_quick_latency_scenario_writes_json_markdown_and_targets(tmp_path):
     out = tmp_path / "results"
-    r = subprocess.run([sys.executable, "-m", "aioveo", "bench", "--quick", "--only", "latency",
+    r = subprocess.run([sys.executable, str(SUITE), "--quick", "--only", "latency",
                         "--out", str(out)], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr

@@ -1,13 +1,17 @@
-"""The benchmark suite: every layer side by side, against raw C and memcpy.
+"""The development benchmark suite: every layer side by side, against raw C and memcpy.
 
-    python -m aioveo bench --quick            # about a minute, prints the table
-    python -m aioveo bench --out results/     # full run: JSON, Markdown and a PNG
+    python benchmarks/suite.py --quick                     # about a minute, prints the table
+    python benchmarks/suite.py --out benchmarks/results    # full run: JSON, Markdown and a PNG
+
+It imports aioveo as an installed package (``pip install ".[bench]"``); it is
+not installed itself.  ``python -m aioveo bench`` is the small, installed
+benchmark of a user's machine.
 
 Every scenario measures its variants in one process tree, round by round,
 interleaving the variants so drift on a noisy machine hits all of them alike;
 results are medians over rounds with their spread (min-max).  The limits are
 measured in the same run: a plain C program against the same libveo
-(``_bench/raw.c``) and memcpy.
+(``benchmarks/raw.c``) and memcpy.
 """
 from __future__ import annotations
 
@@ -26,11 +30,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _core, _paths
-from .aio import AsyncContext, AsyncProc, open_proc
-from .build import VeBuild
+from aioveo import VeBuild, VeoProc, _hub, _paths, backend, open_proc, settings
 
-HERE = Path(__file__).resolve().parent / "_bench"
+HERE = Path(__file__).resolve().parent   # benchmarks/: kernels.c, raw.c
 MiB = 1 << 20
 
 
@@ -43,7 +45,7 @@ class Setup:
         bld.set_build_dir(str(workdir))
         bld.set_c_src("bench_kernels", (HERE / "kernels.c").read_text())
         self.kernels = bld.build_so()
-        lib = Path(_core.backend().path)
+        lib = Path(backend().path)
         self.raw = str(workdir / "raw")
         subprocess.run(["cc", "-O2", str(HERE / "raw.c"), f"-I{_paths.EMU_INCLUDE}", str(lib),
                         f"-Wl,-rpath,{lib.parent}", "-o", self.raw], check=True)
@@ -69,9 +71,13 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run_async(loop: str, coro_fn: Callable[[], Any]) -> Any:
+def run_async(loop: str, coro_fn: Callable[[], Any], **changes: Any) -> Any:
+    """Run `coro_fn()` on a fresh event loop of kind `loop`; `changes` are
+    aioveo settings for that loop only (its hub is created on its first request)."""
     lp = _loop_factory(loop)()
     try:
+        if changes:
+            settings.configure(loop=lp, **changes)
         return lp.run_until_complete(coro_fn())
     finally:
         lp.close()
@@ -81,7 +87,7 @@ class SyncRig:
     """A proc with the benchmark kernels, driven through the PyVEO API."""
 
     def __init__(self, setup: Setup) -> None:
-        self.proc = _core.VeoProc(0)
+        self.proc = VeoProc(0)
         self.lib = self.proc.load_library(setup.kernels)
         self.ctx = self.proc.open_context()
         self.nop = self.lib.find_function("long nop(void)")
@@ -279,52 +285,49 @@ def cpu_cost(setup: Setup, rig: SyncRig, kernel_s: float) -> dict[str, float]:
 
 
 def engine_modes(setup: Setup, quick: bool) -> dict[str, float]:
-    """The completion engine's two designs, each in a fresh process (the mode
-    is chosen at import): one thread polling the oldest request of every
-    context with back-off (poll) against a thread per context blocked in
-    veo_call_wait_result (wait)."""
+    """The completion engine's two designs, in this process, each on a fresh
+    event loop configured with ``aioveo.settings.configure(loop=..., engine=...)``:
+    one thread polling the oldest request of every context with back-off
+    (poll) against a thread per context blocked in veo_call_wait_result (wait)."""
     out = {}
     for mode in ("poll", "wait"):
-        env = {**os.environ, "AIOVEO_ENGINE": mode}
-        r = subprocess.run([sys.executable, "-m", "aioveo.bench", "--engine-probe", setup.kernels,
-                            "--quick" if quick else "--full"],
-                           check=True, capture_output=True, text=True, env=env)
-        for k, v in json.loads(r.stdout).items():
+        for k, v in run_async(FAST, lambda: _engine_probe(setup.kernels, quick, mode),
+                              engine=mode).items():
             out[f"{mode}: {k}"] = v
     return out
 
 
-def _engine_probe(kernels: str, quick: bool) -> dict[str, float]:
-    """Measured inside one process: the hand-off cost of an awaited 200 us
+async def _engine_probe(kernels: str, quick: bool, mode: str) -> dict[str, float]:
+    """Measured on one event loop: the hand-off cost of an awaited 200 us
     kernel (beyond a blocking wait_result of the same kernel), throughput of
     8 contexts awaiting 100 us kernels at once, CPU while awaiting 1 s."""
     n = 200 if quick else 1000
-
-    async def probe() -> dict[str, float]:
-        proc = await open_proc(0)
-        lib = await proc.load_library(kernels)
-        ctxs = [await proc.open_context() for _ in range(8)]
-        work = lib.find_function("long work_us(long)")
-        sleep_ms = lib.find_function("long sleep_ms(long)")
-        t0 = time.perf_counter()
-        for _ in range(n):
-            work(ctxs[0].sync, 200).wait_result()
-        blocking = (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()
-        for _ in range(n):
-            await ctxs[0].call(work, 200)
-        awaited = (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()
-        await asyncio.gather(*(c.map(work, [(100,)] * (n // 4)) for c in ctxs))
-        rate = 8 * (n // 4) / (time.perf_counter() - t0)
-        c0, t0 = time.process_time(), time.perf_counter()
-        await ctxs[0].call(sleep_ms, 1000)
-        cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
-        await proc.close()
-        return {"hand-off, us": (awaited - blocking) * 1e6, "8 contexts, calls/s": rate,
-                "CPU awaiting 1 s": cpu}
-
-    return run_async(FAST, probe)
+    proc = await open_proc(0)
+    lib = await proc.load_library(kernels)
+    ctxs = [await proc.open_context() for _ in range(8)]
+    work = lib.find_function("long work_us(long)")
+    sleep_ms = lib.find_function("long sleep_ms(long)")
+    await ctxs[0].call(work, 1)   # the loop's first request creates its hub
+    engine = _hub._hubs[asyncio.get_running_loop()].settings.engine
+    if engine != mode:
+        raise RuntimeError(f"asked for the {mode} engine, the loop's hub runs {engine}")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        work(ctxs[0].sync, 200).wait_result()
+    blocking = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await ctxs[0].call(work, 200)
+    awaited = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    await asyncio.gather(*(c.map(work, [(100,)] * (n // 4)) for c in ctxs))
+    rate = 8 * (n // 4) / (time.perf_counter() - t0)
+    c0, t0 = time.process_time(), time.perf_counter()
+    await ctxs[0].call(sleep_ms, 1000)
+    cpu = (time.process_time() - c0) / (time.perf_counter() - t0)
+    await proc.close()
+    return {"hand-off, us": (awaited - blocking) * 1e6, "8 contexts, calls/s": rate,
+            "CPU awaiting 1 s": cpu}
 
 
 def _cpu_of(pid: int | None) -> float:
@@ -372,7 +375,7 @@ def collect(rounds: int, fn: Callable[[], dict[str, float]]) -> dict[str, dict]:
 
 
 def machine() -> dict[str, Any]:
-    b = _core.backend()
+    b = backend()
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -618,7 +621,7 @@ def _update_readme(path: Path, md: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m aioveo bench",
+        prog="python benchmarks/suite.py",
         description="Measure every layer of aioveo against raw C and memcpy, in one run.")
     ap.add_argument("--quick", action="store_true", help="fewer rounds and sizes (about a minute)")
     ap.add_argument("--out", metavar="DIR", help="write results.json, results.md and results.png here")
@@ -628,12 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only this scenario (repeatable)")
     ap.add_argument("--update-readme", metavar="FILE",
                     help="replace the tables between the bench markers of FILE (README.md)")
-    ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--engine-probe", metavar="KERNELS", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.engine_probe:  # internal: one engine mode, in its own process
-        print(json.dumps(_engine_probe(args.engine_probe, args.quick)))
-        return 0
     res = run(args.quick, set(args.only) if args.only else None)
     md = markdown(res)
     print(md)
