@@ -22,7 +22,7 @@ def main() -> int:
             text=True, cwd=tmp).split()
         lib = Path(tmp) / "libbench_kernels.so"
         exe = Path(tmp) / "bench_emulator"
-        subprocess.run(["cc", "-shared", "-fPIC", "-O2", str(HERE.parent / "aioveo" / "_bench" / "kernels.c"), "-o", str(lib)],
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", str(HERE / "kernels.c"), "-o", str(lib)],
                        check=True)
         subprocess.run(["cc", "-O2", str(HERE / "bench_emulator.c"), *flags, "-o", str(exe)],
                        check=True)

@@ -150,21 +150,10 @@ def test_bench_forwards_its_arguments(monkeypatch):
     assert cli.main(["bench"]) == 0
 
 
-def test_bench_missing_suite_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.delattr(aioveo, "bench", raising=False)
-    monkeypatch.setitem(sys.modules, "aioveo.bench", None)   # import fails: ModuleNotFoundError
-    assert cli.main(["bench", "--quick"]) == 2
-    err = capsys.readouterr().err
-    assert "aioveo.bench" in err and "not part of this installation" in err
-
-
 def test_bench_help_from_the_command_line(tmp_path):
-    proc = aioveo_cmd("bench", "--help", cwd=tmp_path, check=False)
-    if proc.returncode == 2:       # this build has no benchmark suite
-        assert "not part of this installation" in proc.stderr
-    else:
-        assert proc.returncode == 0, proc.stderr
-        assert "usage:" in proc.stdout and "Traceback" not in proc.stderr
+    out = aioveo_cmd("bench", "--help", cwd=tmp_path).stdout
+    assert out.startswith("usage: python -m aioveo bench")
+    assert "--quick" in out and "--json" in out
 
 
 def test_demo_on_a_missing_node_is_a_clear_error(tmp_path):

@@ -1,5 +1,5 @@
-"""The package is typed: mypy passes on the installed package and on the
-examples, the stubs of the native modules match the built modules
+"""The package is typed: mypy passes on the installed package, on the
+examples and on the development benchmarks, the stubs of the native modules match the built modules
 (mypy.stubtest), and the types are precise enough to catch misuse.
 
 mypy runs in a temporary directory, so it sees the installed package (through
@@ -55,10 +55,11 @@ def test_mypy_passes_on_the_installed_package(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_mypy_passes_on_the_examples(tmp_path):
+def test_mypy_passes_on_the_examples_and_benchmarks(tmp_path):
     examples = sorted(str(p) for p in (ROOT / "examples").glob("*.py"))
-    assert examples
-    r = mypy_check(*examples, cwd=tmp_path)
+    benchmarks = sorted(str(p) for p in (ROOT / "benchmarks").glob("*.py"))
+    assert examples and benchmarks
+    r = mypy_check(*examples, *benchmarks, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -1,4 +1,5 @@
-/* Kernels shared by the benchmarks (built for the host, run by the emulator). */
+/* Kernels of the development benchmarks, suite.py and run_emulator.py (built for
+ * the host, run by the emulator). */
 #include <time.h>
 #include <unistd.h>
 

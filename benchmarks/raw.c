@@ -1,7 +1,8 @@
 /*
  * raw.c -- the limits aioveo is measured against: the same operations written
- * in plain C against the same libveo, and memcpy.  Run by `python -m aioveo
- * bench`, one measurement per invocation, result on stdout as one number.
+ * in plain C against the same libveo, and memcpy.  Run by the development
+ * suite (benchmarks/suite.py), one measurement per invocation, result on
+ * stdout as one number.
  *
  *   raw KERNEL_LIB latency N        seconds per call, N calls one at a time
  *   raw KERNEL_LIB pipeline K N     seconds per call, K submitted then K waited
