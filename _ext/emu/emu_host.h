@@ -1,5 +1,6 @@
 /*
- * emu_host.h -- host-side internals of the emulator's libveo.so.
+ * emu_host.h -- host-side internals of the emulator's libveo.so, shared by
+ * its files (hidden: the library exports only what is marked EXPORT).
  */
 #ifndef AIOVEO_EMU_HOST_H
 #define AIOVEO_EMU_HOST_H
@@ -156,17 +157,90 @@ struct veo_proc_handle {
   int nopen;
   struct veo_thr_ctxt *closed_list; /* kept so stale handles fail cleanly */
   struct sym_cache_entry *syms;
-  struct veo_proc_handle *grave_next; /* destroyed procs stay listed, see libveo.c */
+  struct veo_proc_handle *grave_next; /* destroyed procs stay listed, see proc.c */
 };
 
-/* ---- shared helpers ------------------------------------------------------ */
+/* ---- state of a proc, read anywhere -------------------------------------- */
+/* The proc is dead once the helper said so (a fault) or went away. */
+static inline int emu_proc_dead(struct veo_proc_handle *p) {
+  return atomic_load(&p->dead) || (p->hdr && atomic_load(&p->hdr->dead));
+}
+
+/* Nothing more will complete: the helper is gone, or it faulted and has
+ * published the faulting request's result (hdr->dead alone is set before). */
+static inline int emu_proc_settled(struct veo_proc_handle *p) {
+  return atomic_load(&p->dead) || (p->hdr && atomic_load(&p->hdr->settled));
+}
+
+/* The open context at region index i, or NULL. */
+static inline struct veo_thr_ctxt *emu_proc_ctx(struct veo_proc_handle *p, int i) {
+  return __atomic_load_n(&p->ctx[i], __ATOMIC_ACQUIRE);
+}
+
+/* ---- api.c: errors, and the internal entry of veo_hmemcpy ---------------- */
 void emu_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Copy inside one proc (veo_hmemcpy VE to VE). */
+int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t n);
+
+/* ---- config.c: settings from the environment ------------------------------- */
+uint32_t emu_spin_us(void);
+double emu_exit_timeout_s(void);
+/* Physical node for a VEO node argument (-1 = default), or -1 on error. */
+int emu_resolve_node(int venode);
+
+/* ---- proc.c: procs and contexts -------------------------------------------- */
+struct veo_proc_handle *emu_proc_create(int venode, const char *bin);
+int emu_proc_destroy(struct veo_proc_handle *p); /* p checked by the caller */
+struct veo_proc_handle *emu_proc_by_ident(int ident);
+int emu_proc_table_size(void);
+/* Handle checks: 1 if usable, else 0 with the error set (fn names the caller). */
+int emu_proc_valid(struct veo_proc_handle *p, const char *fn);
+int emu_proc_ok(struct veo_proc_handle *p); /* valid and not dead */
+int emu_ctx_valid(struct veo_thr_ctxt *c, const char *fn);
+struct veo_thr_ctxt *emu_context_open(struct veo_proc_handle *p, size_t stacksize);
+int emu_context_close(struct veo_thr_ctxt *c);
+/* The symbol cache: 1 and *addr set on a hit. */
+int emu_sym_cached(struct veo_proc_handle *p, uint64_t lib, const char *name, uint64_t *addr);
+void emu_sym_remember(struct veo_proc_handle *p, uint64_t lib, const char *name, uint64_t addr);
+void emu_sym_forget_lib(struct veo_proc_handle *p, uint64_t lib);
+
+/* ---- spawn.c: the helper process ------------------------------------------- */
+/* Start the helper (closing life_fd, its end of the life socket) and wait
+ * until it serves; 0, or -1 with the error set and the helper gone. */
+int emu_helper_start(struct veo_proc_handle *p, const char *bin, int life_fd);
+void emu_helper_kill(struct veo_proc_handle *p); /* SIGKILL and reap */
+void emu_helper_gone(struct veo_proc_handle *p); /* seen by the agent */
+void emu_helper_end(struct veo_proc_handle *p);  /* veo_proc_destroy */
+void emu_helper_kill_at_exit(struct veo_proc_handle *p);
+pid_t emu_proc_pid(struct veo_proc_handle *p);
+
+/* ---- rings.c: submitting commands, collecting results ---------------------- */
+/* Submit a simple command with an optional string payload (NULL job: none). */
+uint64_t emu_submit(struct veo_thr_ctxt *c, int type, uint64_t addr, uint64_t arg0,
+                    uint64_t arg1, const char *str, struct job *job);
+uint64_t emu_submit_agent(struct veo_thr_ctxt *c, struct job *job); /* frees job on failure */
+uint64_t emu_submit_call(struct veo_thr_ctxt *c, uint64_t addr, struct veo_args *a,
+                         struct job *stack_job);
+int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp);
+int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp);
+int emu_main_call(struct veo_proc_handle *p, int type, uint64_t addr, uint64_t arg0,
+                  uint64_t arg1, const char *str, uint64_t *retval);
+/* Returns with the main context's submit_lock held, also on error (-1). */
+int emu_drain_main(struct veo_proc_handle *p);
+void emu_wake_all_waiters(struct veo_proc_handle *p);
+
+/* ---- agent.c: host work at a FIFO position --------------------------------- */
+int emu_agent_start(struct veo_proc_handle *p); /* pthread_create's result */
+int emu_serve_agent_slot(struct veo_thr_ctxt *c, int allow_vh);
+struct job *emu_job_new(int kind); /* NULL with the error set */
+void emu_job_free(struct job *j);
+/* A call's stack arguments staged in VE memory, and their release. */
+struct job *emu_stack_job_new(struct veo_proc_handle *p, struct veo_args *a);
+void emu_stack_job_drop(struct veo_proc_handle *p, struct job *j);
 int emu_copy_to_ve(struct veo_proc_handle *p, uint64_t dst, const void *src, size_t n);
 int emu_copy_from_ve(struct veo_proc_handle *p, void *dst, uint64_t src, size_t n);
-int emu_proc_ok(struct veo_proc_handle *p);
-struct veo_proc_handle *emu_proc_by_ident(int ident);
 
-/* hooks (hmem.c) */
+/* ---- hmem.c: hooks --------------------------------------------------------- */
 void emu_run_hook(void *api_func, int kind, void *handle, uint64_t addr, size_t size);
 enum { HOOK_ALLOC, HOOK_FREE };
 

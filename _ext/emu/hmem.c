@@ -18,10 +18,6 @@
 #define HMEM_IDENT_SHIFT 59
 #define HMEM_HIGH_MASK 0xF800000000000000ull
 
-int emu_proc_table_size(void);
-int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t n);
-pid_t emu_proc_pid(struct veo_proc_handle *p);
-
 EXPORT int veo_is_ve_addr(const void *addr) { return ((uint64_t)(uintptr_t)addr & HMEM_FLAG) != 0; }
 
 EXPORT void *veo_get_hmem_addr(void *addr) {
