@@ -28,6 +28,8 @@ from .aio import (
     AsyncContext, AsyncProc, InFlightLimitError, Pool, PoolFunction, VEArray,
     open_pool, open_proc, open_procs,
 )
+from .memory import MemoryPool, PoolStats, VEOutOfMemoryError
+from .devices import Device, devices
 from . import settings, trace
 
 __version__ = "0.1.0"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import os
 from types import TracebackType
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic, Iterable,
@@ -29,22 +28,31 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic,
 if TYPE_CHECKING:
     import numpy as np
 
-from . import _hub
+from . import _hub, memory
 from ._core import (
     FORGOTTEN,
     VEO_COMMAND_ERROR,
+    VEO_COMMAND_OK,
     ClosedError,
+    VEArray,
     VeoCtxt,
     VeoError,
     VeoFunction,
     VeoLibrary,
     VeoProc,
     VEMemPtr,
+    _array_layout,
+    _array_from_block,
+    _fences,
+    _pool_blocks,
+    _pool_blocks_batch,
+    _record_uses,
 )
+from .memory import MemoryPool, VEOutOfMemoryError, _ctx_mem
 
 __all__ = [
     "AsyncProc", "AsyncContext", "VEArray", "Pool", "PoolFunction", "InFlightLimitError",
-    "open_proc", "open_procs", "open_pool",
+    "MemoryPool", "VEOutOfMemoryError", "open_proc", "open_procs", "open_pool",
 ]
 
 T = TypeVar("T")
@@ -108,7 +116,28 @@ class AsyncProc:
         self.sync = proc
         self.contexts: list[AsyncContext] = []
         self._closed = False
+        self._memory: MemoryPool | None = None
         log.debug("aioveo: opened %s", self)
+
+    @property
+    def memory(self) -> MemoryPool:
+        """The proc's VE memory pool (made on first use; see aioveo.memory)."""
+        pool = self._memory
+        if pool is None:
+            self._check()
+            pool = self._memory = MemoryPool(self)
+        return pool
+
+    @property
+    def device(self) -> Any:
+        """The record of this proc's VE (or emulated node): aioveo.devices.Device."""
+        from .devices import device
+        return device(self.nodeid)
+
+    def _died(self) -> None:
+        """The VE process died: its memory went with it (no VEO call)."""
+        if self._memory is not None:
+            self._memory._invalidate()
 
     @property
     def nodeid(self) -> int:
@@ -151,11 +180,19 @@ class AsyncProc:
 
         return _Opener(_open)
 
-    async def alloc_mem(self, size: int) -> VEMemPtr:
+    async def alloc_mem(self, size: int, *, wait: float = 0.0) -> VEMemPtr:
+        """`size` bytes of VE memory from the proc's pool, as a VEMemPtr
+        (``ptr.block`` is its pool block).  Give it back with ``free_mem``."""
         self._check()
-        return await _in_executor(self.sync.alloc_mem, size)
+        blk = await self.memory.alloc(size, wait=wait)
+        return blk.ptr()
 
     async def free_mem(self, ptr: VEMemPtr) -> None:
+        """Free memory from ``alloc_mem`` (pool memory: at once, never waiting
+        for the VE; raw VEO memory: off the loop)."""
+        if type(ptr) is VEMemPtr and ptr.block is not None:
+            ptr.block.free()
+            return
         self._check()
         await _in_executor(self.sync.free_mem, ptr)
 
@@ -163,11 +200,13 @@ class AsyncProc:
         """``VeoProc.read_mem`` off the loop (``AsyncContext.read_mem`` keeps a
         context's order)."""
         self._check()
+        await _await_fences(_pool_blocks((src,)), None)
         await _in_executor(self.sync.read_mem, dst, src, size)
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """``VeoProc.write_mem`` off the loop."""
         self._check()
+        await _await_fences(_pool_blocks((dst,)), None)
         await _in_executor(self.sync.write_mem, dst, src, size)
 
     async def close(self, *, cancel: bool = False) -> None:
@@ -179,9 +218,16 @@ class AsyncProc:
         what = str(self)
         for ctx in list(self.contexts):
             await ctx.close(cancel=cancel)
+        pool = self._memory
+        if pool is not None and not pool.closed and not cancel:
+            pool._warn_leaks(f"closing {what}")
         # Closed by an exception: the VE process ends at once (grace 0), not
         # after its running kernels (the core's one closing policy).
-        await _in_executor(self.sync.destroy, 0 if cancel else None)
+        try:
+            await _in_executor(self.sync.destroy, 0 if cancel else None)
+        finally:
+            if pool is not None:
+                pool._invalidate()   # its memory went with the VE process
         log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
 
     async def __aenter__(self) -> "AsyncProc":
@@ -238,6 +284,9 @@ class AsyncContext:
         self._idle: asyncio.Future | None = None
         self._closed = False
         self._hub: _hub.Hub | None = None
+        #: this context's record in the proc's memory pool (its completed
+        #: frontier), made when pool memory is first used on it
+        self._mem: Any = None
 
     # -- bookkeeping
     @property
@@ -319,9 +368,13 @@ class AsyncContext:
         dropped; a forgotten one is dropped unfinished, so the core keeps its
         buffers until the VE is done with them."""
         self._release(request.slots)
+        if self._mem is not None and status != FORGOTTEN:
+            self._mem.completed(request)   # the frontier: uses up to it are over
         fut = request.future
         request.future = request.owner = None
         waiting = fut is not None and not fut.done()
+        if status != VEO_COMMAND_OK and status != FORGOTTEN and self.proc.sync._is_dead():
+            self.proc._died()
         if _observers:
             for o in _observers:
                 o.completed(request, status, fut is not None and fut.cancelled())
@@ -355,23 +408,34 @@ class AsyncContext:
         if self._in_flight >= self.max_in_flight:
             raise InFlightLimitError(
                 f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
+        blocks = _pool_blocks(args)
+        if blocks is not None and _fences(blocks, self._mem) is not None:
+            raise VeoError("an argument's VE memory was reused from another context that "
+                           "still has its previous use queued; submit with `await "
+                           "ctx.submit(...)`, which waits for it")
         self._in_flight += 1
-        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
+        return self._start(hub, fn, blocks, _for_context(fn, self), self.sync, *args)
 
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
         self._check()
         hub = self._get_hub()
+        blocks = _pool_blocks(args)
+        if blocks is not None:
+            await _await_fences(blocks, self)
         if not self._take_slot_nowait():
             await self._acquire()
-        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
+        return self._start(hub, fn, blocks, _for_context(fn, self), self.sync, *args)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result.  A call found
         finished on the spot is returned without a future or a hand-off."""
         self._check()
         hub = self._get_hub()
+        blocks = _pool_blocks(args)
+        if blocks is not None:
+            await _await_fences(blocks, self)
         if not self._take_slot_nowait():
             await self._acquire()
         try:
@@ -379,10 +443,14 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
         if self._in_flight == 1 and not _observers:
             done = request.spot(hub.spot_us)
             if done is not None:
                 self._release()
+                if self._mem is not None:
+                    self._mem.completed(request)
                 return request.finish(*done)
             return await self._track(request, hub, fn, None, True)
         return await self._track(request, hub, fn)
@@ -401,12 +469,17 @@ class AsyncContext:
         try:
             for pos in range(0, len(todo), chunk):
                 part = todo[pos:pos + chunk]
+                blocks = _pool_blocks_batch(part)
+                if blocks is not None:
+                    await _await_fences(blocks, self)
                 await self._acquire(len(part))
                 try:
                     batch = _for_context(fn, self).submit_batch(self.sync, part)
                 except BaseException:
                     self._release(len(part))
                     raise
+                if blocks is not None:
+                    _record_uses(blocks, self._mem or _ctx_mem(self), batch)
                 futures.append(self._track(batch, hub, fn))
             results: list[Any] = []
             for f in futures:
@@ -418,40 +491,49 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, what: str, nbytes: Any, make: Callable[..., Any],
+    async def _submit_request(self, what: str, nbytes: Any, ve: Any, make: Callable[..., Any],
                               *args: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
+        blocks = _pool_blocks((ve,))
+        if blocks is not None:
+            await _await_fences(blocks, self)
         await self._acquire()
-        return self._start(hub, what, nbytes, make, *args)
+        return self._start(hub, (what, nbytes), blocks, make, *args)
 
-    def _start(self, hub: _hub.Hub, what: Any, nbytes: Any, make: Callable[..., Any],
+    def _start(self, hub: _hub.Hub, what: Any, blocks: list | None, make: Callable[..., Any],
                *args: Any) -> asyncio.Future:
-        """``make(*args)`` on the slot already taken (given back if it fails)."""
+        """``make(*args)`` on the slot already taken (given back if it fails);
+        `what` names it for observers (a function, or (transfer name, bytes))."""
         try:
             request = make(*args)
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub, what, nbytes)
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        if type(what) is tuple:
+            return self._track(request, hub, what[0], what[1])
+        return self._track(request, hub, what, None)
 
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
         work; returns a future of its completion (``dst`` is kept alive until
         then).  ``read_mem`` is this, awaited."""
-        return await self._submit_request("read_mem", dst if size is None else size,
+        return await self._submit_request("read_mem", dst if size is None else size, src,
                                           self.sync.async_read_mem, dst, src, size)
 
     async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
         future of its completion."""
-        return await self._submit_request("write_mem", src if size is None else size,
+        return await self._submit_request("write_mem", src if size is None else size, dst,
                                           self.sync.async_write_mem, dst, src, size)
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
-        if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
+        if self._in_flight == 0 and size <= self._get_hub().inline_bytes and (
+                type(src) is not VEArray or _fences(_pool_blocks((src,)) or [], self._mem) is None):
             self._copy_inline("read_mem", self.proc.sync.read_mem, dst, src, size)
             return
         await (await self.submit_read_mem(dst, src, size))
@@ -459,7 +541,8 @@ class AsyncContext:
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
-        if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
+        if self._in_flight == 0 and size <= self._get_hub().inline_bytes and (
+                type(dst) is not VEArray or _fences(_pool_blocks((dst,)) or [], self._mem) is None):
             self._copy_inline("write_mem", self.proc.sync.write_mem, dst, src, size)
             return
         await (await self.submit_write_mem(dst, src, size))
@@ -482,37 +565,70 @@ class AsyncContext:
             for o in _observers:
                 o.completed(key, status, False)
 
-    async def alloc_mem(self, size: int) -> VEMemPtr:
-        """Allocate VE memory of the proc."""
-        return await self.proc.alloc_mem(size)
+    async def alloc_mem(self, size: int, *, wait: float = 0.0) -> VEMemPtr:
+        """`size` bytes of VE memory from the proc's pool, as a VEMemPtr;
+        blocks freed on this context are reusable here at once."""
+        self._check()
+        blk = await self.proc.memory.alloc(size, ctx=self, wait=wait)
+        return blk.ptr()
 
     async def free_mem(self, ptr: VEMemPtr) -> None:
+        """Free memory from ``alloc_mem``: pool memory goes back at once,
+        never waiting for the VE (it is reused only after the requests
+        already queued with it); raw VEO memory waits for this context."""
+        if type(ptr) is VEMemPtr and ptr.block is not None:
+            ptr.block.free()
+            return
         await self.synchronize()
         await self.proc.free_mem(ptr)
 
-    async def to_ve(self, array: Any) -> "VEArray":
-        """Copy a numpy array to newly allocated VE memory."""
+    async def empty(self, shape: Any, dtype: Any = float, *, wait: float = 0.0) -> VEArray:
+        """An uninitialised VEArray from the proc's pool.  With `wait`
+        (seconds), a pool short of memory waits that long for blocks being
+        freed (by other tasks, or queued work passing their last use)
+        before it raises VEOutOfMemoryError."""
+        self._check()
+        shape, dt, nbytes = _array_layout(shape, dtype)
+        pool = self.proc._memory or self.proc.memory
+        mem = self._mem or _ctx_mem(self)
+        blk = pool._hit(nbytes or 1, mem)
+        if blk is None:
+            blk = await pool.alloc(nbytes, ctx=self, wait=wait)
+        return _array_from_block(self, blk, shape, dt)
+
+    async def to_ve(self, array: Any, *, wait: float = 0.0) -> VEArray:
+        """Copy a numpy array to a new VEArray (memory from the proc's pool)."""
         import numpy as np  # imported on first use: it is half of aioveo's import time
 
         array = np.ascontiguousarray(array)
-        ptr = await self.alloc_mem(max(array.nbytes, 1))
+        ve = await self.empty(array.shape, array.dtype, wait=wait)
         try:
-            await self.write_mem(ptr, array, array.nbytes)
+            await self.write_mem(ve, array, array.nbytes)
         except BaseException:
-            await self.proc.free_mem(ptr)
+            ve.free()
             raise
-        return VEArray(self, ptr, array.shape, array.dtype)
+        return ve
 
-    async def from_ve(self, ve: "VEArray", out: np.ndarray | None = None) -> np.ndarray:
-        """Copy a VEArray back into `out` (or a new array)."""
+    async def from_ve(self, ve: VEArray, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy a VEArray back into `out` (same dtype and size, C-contiguous
+        and writable) or into a new array."""
+        if type(ve) is not VEArray:
+            raise TypeError(f"from_ve copies a VEArray, not {type(ve).__name__} (for a "
+                            f"VEMemPtr use read_mem)")
         if out is None:
             import numpy as np
 
             out = np.empty(ve.shape, ve.dtype)
-        elif out.nbytes < ve.nbytes or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be a writable C-contiguous array of at least "
-                             f"{ve.nbytes} bytes")
-        await self.read_mem(out, ve.ptr, ve.nbytes)
+        else:
+            if getattr(out, "dtype", None) != ve.dtype:
+                raise TypeError(f"out has dtype {getattr(out, 'dtype', type(out).__name__)}, "
+                                f"the VEArray {ve.dtype}: copy into a {ve.dtype} array (or "
+                                f"reinterpret the VEArray with ve.view(...))")
+            if out.size != ve.size:
+                raise ValueError(f"out has {out.size} items, the VEArray {ve.size}")
+            if not out.flags.c_contiguous or not out.flags.writeable:
+                raise ValueError("out must be a writable C-contiguous array")
+        await self.read_mem(out, ve, ve.nbytes)
         return out
 
     async def synchronize(self) -> None:
@@ -540,8 +656,16 @@ class AsyncContext:
             self._hub.forget(self.sync)
         if self in self.proc.contexts:
             self.proc.contexts.remove(self)
-        if not self.proc.closed:
-            await _in_executor(self.proc.sync.close_context, self.sync)
+        mem = self._mem
+        pool = self.proc._memory
+        if mem is not None and pool is not None and not pool.closed and not cancel:
+            pool._warn_leaks(f"closing context 0x{handle:x}", mem)
+        try:
+            if not self.proc.closed:
+                await _in_executor(self.proc.sync.close_context, self.sync)
+        finally:
+            if mem is not None:
+                mem.close()   # its queue is drained: every use on it is over
         log.debug("aioveo: closed context 0x%x of %s%s", handle, self.proc,
                   f" ({in_flight} requests in flight failed)" if in_flight else "")
 
@@ -569,38 +693,25 @@ def _consume(f: asyncio.Future) -> None:
 
 
 def _nbytes(obj: Any) -> int:
+    if type(obj) is VEArray:
+        return obj.nbytes
     return memoryview(obj).nbytes
 
 
-class VEArray:
-    """A numpy-shaped block of VE memory (see AsyncContext.to_ve)."""
-
-    def __init__(self, ctx: AsyncContext, ptr: VEMemPtr, shape: Sequence[int],
-                 dtype: Any) -> None:
-        self.ctx = ctx
-        self.ptr = ptr
-        self.shape = tuple(shape)
-        import numpy as np
-
-        self.dtype = np.dtype(dtype)
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @property
-    def addr(self) -> int:
-        return int(self.ptr.addr)
-
-    def __index__(self) -> int:
-        """A VEArray passes as its VE address: ``await ctx.call(fn, ve_array, n)``."""
-        return int(self.ptr.addr)
-
-    async def free(self) -> None:
-        await self.ctx.free_mem(self.ptr)
-
-    def __repr__(self) -> str:
-        return f"VEArray(shape={self.shape}, dtype={self.dtype}, addr=0x{self.addr:x})"
+async def _await_fences(blocks: list | None, ctx: AsyncContext | None) -> None:
+    """Wait until pool blocks reused from another context's queue may be
+    used on `ctx` (None: the proc's own calls): their previous life's last
+    use there is done.  Usually nothing to wait for."""
+    if blocks is None:
+        return
+    waits = _fences(blocks, ctx._mem if ctx is not None else None)
+    if waits is None:
+        return
+    loop = asyncio.get_running_loop()
+    for mem, ticket in waits:
+        fut = loop.create_future()
+        mem.wait_for(ticket, fut)
+        await fut
 
 
 # ---- many VEs ------------------------------------------------------------------

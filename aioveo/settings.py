@@ -22,6 +22,7 @@ started; a loop already running keeps its engine.  The native core reads
 | ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
 | ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 64 KiB VE | transfers up to this size on an idle context are copied on the loop thread; 0: never |
 | ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at close or exit before it is ended by force |
+| ``AIOVEO_MEMPOOL`` | ``mempool`` | ``1`` | VE memory of the asyncio API: ``1`` a caching pool per proc, ``0`` one ``veo_alloc_mem`` per block, ``debug`` as ``0`` plus poisoned frees and allocation sites (read when a proc's pool is made) |
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from typing import Any, Iterator
 __all__ = ["Settings", "current", "configure", "override", "for_loop", "ENV"]
 
 ENGINES = ("poll", "wait")
+MEMPOOL_MODES = ("1", "0", "debug", "on", "off", "cache", "raw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +49,13 @@ class Settings:
     spot_us: float = 20.0
     inline_transfer: int | None = None    # None: the backend's default
     exit_grace: float = 5.0
+    mempool: str = "1"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
+        if self.mempool not in MEMPOOL_MODES:
+            raise ValueError(f"mempool must be one of {MEMPOOL_MODES}, not {self.mempool!r}")
         for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
@@ -75,6 +80,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "AIOVEO_SPOT_US": ("spot_us", float),
     "AIOVEO_INLINE_TRANSFER": ("inline_transfer", int),
     "AIOVEO_EXIT_GRACE": ("exit_grace", float),
+    "AIOVEO_MEMPOOL": ("mempool", str),
 }
 
 

@@ -13,6 +13,8 @@ cdef class VeoFunction:
     cdef int *codes          # value code of each argument
     cdef int64_t *lo         # range of each integer argument (from aioveo._ctype)
     cdef uint64_t *hi
+    cdef char *pkind         # the dtype a VEArray argument needs (see _pointee), 0: any
+    cdef int *psize
     cdef tuple ctypes
 
     def __cinit__(self):
@@ -29,6 +31,8 @@ cdef class VeoFunction:
         PyMem_Free(self.codes)
         PyMem_Free(self.lo)
         PyMem_Free(self.hi)
+        PyMem_Free(self.pkind)
+        PyMem_Free(self.psize)
 
     def args_type(self, *types):
         """Declare the C types of the arguments ("int", "double", "char *", ...)."""
@@ -46,19 +50,27 @@ cdef class VeoFunction:
         cdef int *codes = <int *>PyMem_Malloc(n * sizeof(int))
         cdef int64_t *lo = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
         cdef uint64_t *hi = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t))
-        if codes == NULL or lo == NULL or hi == NULL:
+        cdef char *pkind = <char *>PyMem_Malloc(n * sizeof(char))
+        cdef int *psize = <int *>PyMem_Malloc(n * sizeof(int))
+        if codes == NULL or lo == NULL or hi == NULL or pkind == NULL or psize == NULL:
             PyMem_Free(codes)
             PyMem_Free(lo)
             PyMem_Free(hi)
+            PyMem_Free(pkind)
+            PyMem_Free(psize)
             raise MemoryError()
         for i, t in enumerate(parsed):
             codes[i] = _code_of(t)
             lo[i] = t.min if t.min is not None else 0
             hi[i] = t.max if t.max is not None else 0
+            _pointee(t, &pkind[i], &psize[i])
         PyMem_Free(self.codes)
         PyMem_Free(self.lo)
         PyMem_Free(self.hi)
+        PyMem_Free(self.pkind)
+        PyMem_Free(self.psize)
         self.codes, self.lo, self.hi = codes, lo, hi
+        self.pkind, self.psize = pkind, psize
         self.nargs = len(parsed)
         self.ctypes = tuple(parsed)
         self._args_type = tuple(types)
@@ -567,6 +579,9 @@ cdef class VeoProc:
     def free_mem(self, ptr):
         """Free VE memory allocated with alloc_mem."""
         cdef veo_proc_handle *h = self._live_handle()
+        if type(ptr) is VEMemPtr and (<VEMemPtr>ptr).block is not None:
+            raise ValueError(f"{ptr!r} is memory-pool memory (from the asyncio API): give it "
+                             f"back with `await ctx.free_mem(ptr)` or ptr.block.free()")
         cdef uint64_t addr = _ve_addr(self, ptr, "ptr", 0)
         cdef int rc
         with nogil:
