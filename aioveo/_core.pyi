@@ -258,6 +258,7 @@ class NativePool:
     observers: list[Any]
     oom_waiters: list[Any]
     tracked: Any
+    mems: list[CtxMem]
     hits: int
     misses: int
     @property

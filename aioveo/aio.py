@@ -451,6 +451,8 @@ class AsyncContext:
                 self._release()
                 if self._mem is not None:
                     self._mem.completed(request)
+                if done[0] != VEO_COMMAND_OK and self.proc.sync._is_dead():
+                    self.proc._died()
                 return request.finish(*done)
             return await self._track(request, hub, fn, None, True)
         return await self._track(request, hub, fn)

@@ -150,7 +150,8 @@ def _ctx_mem(ctx: "AsyncContext") -> CtxMem:
     """The context's record in its proc's pool (made on first use)."""
     mem = ctx._mem
     if mem is None:
-        mem = ctx._mem = CtxMem(ctx.proc.memory, f"context 0x{ctx.sync.handle:x}")
+        pool = ctx.proc.memory
+        mem = ctx._mem = CtxMem(pool, f"context 0x{ctx.sync.handle:x}")
     return mem
 
 
@@ -177,6 +178,7 @@ class MemoryPool(NativePool):
         self.oom_waits = 0
         self.oom_wait_seconds = 0.0
         self._max_split = 0
+        self._reported: set[CtxMem] = set()    # closed contexts whose live blocks were reported
         self._is_emulator = _core.backend().is_emulator
         from . import aio   # aio imports this module: bind its observers lazily
         self.observers = aio._observers
@@ -471,9 +473,9 @@ class MemoryPool(NativePool):
         used = (s.get("used", 0) if not self.raw else self.raw_bytes) - self.pending_bytes
         pending = s.get("fenced", 0) + self.pending_bytes
         for o in self.observers:
-            memory = getattr(o, "memory", None)
-            if memory is not None:
-                memory(self.async_proc, used, s.get("free", 0), pending)
+            sample = getattr(o, "memory_sample", None)
+            if sample is not None:
+                sample(self.async_proc, used, s.get("free", 0), pending)
 
     # ---- errors and leaks --------------------------------------------------------------
     def _node_total(self) -> int | None:
@@ -533,10 +535,15 @@ class MemoryPool(NativePool):
     def _leaks(self, mem: CtxMem | None = None) -> str | None:
         if not self.closed:
             self._drain()
-        n, nbytes = (self.live_blocks, self.live_bytes) if mem is None else \
-            (mem.live_blocks, mem.live_bytes)
+        if mem is None:   # the proc: what closing contexts did not report already
+            n = self.live_blocks - sum(m.live_blocks for m in self._reported)
+            nbytes = self.live_bytes - sum(m.live_bytes for m in self._reported)
+        else:
+            n, nbytes = mem.live_blocks, mem.live_bytes
         if n <= 0:
             return None
+        if mem is not None:
+            self._reported.add(mem)
         sites = ""
         if self.tracked is not None:
             where = [f"{site} ({k} blocks, {_fmt(b)})" for site, k, b in self.live_sites(10)]

@@ -100,6 +100,7 @@ cdef class CtxMem:
         self.waits = []
         self.name = name
         self.slot = mp_new_slot(pool.p) if pool.p != NULL and not pool.raw else -1
+        pool.mems.append(self)
 
     cpdef completed(self, _Request request):
         """The VE finished `request` on this context (and all before it)."""
@@ -127,6 +128,8 @@ cdef class CtxMem:
         self.watch = low
         if pool.oom_waiters:
             pool._wake()
+        if pool.observers:
+            pool._observe()
         return 0
 
     cdef int _wait(self, uint64_t ticket, object obj) except -1:
@@ -264,6 +267,7 @@ cdef class NativePool:
     cdef public list observers       # aioveo.aio's observers (trace), or None
     cdef public list oom_waiters     # futures woken when memory comes back
     cdef public object tracked       # a WeakSet of live blocks (tracking), or None
+    cdef public list mems            # the contexts' records (CtxMem)
     cdef public uint64_t hits, misses
     cdef readonly Py_ssize_t live_blocks     # held by users
     cdef readonly uint64_t live_bytes        # (asked-for bytes)
@@ -275,6 +279,7 @@ cdef class NativePool:
     def __cinit__(self, *args, **kwargs):
         self.deferred = []
         self.oom_waiters = []
+        self.mems = []
 
     def _setup(self, VeoProc proc not None, bint raw=False, bint poison=False,
                uint64_t small_max=1 << 20, uint64_t max_split=0):
@@ -543,6 +548,17 @@ cdef class NativePool:
         self.p = NULL
         self.pending_blocks = 0
         self.pending_bytes = 0
+        self.live_blocks = 0
+        self.live_bytes = 0
+        self.raw_bytes = 0
+        cdef CtxMem m
+        for o in self.mems:
+            m = <CtxMem>o
+            m.live_blocks = 0
+            m.live_bytes = 0
+            m.waits = []
+            m.watch = NO_TICKET
+            m.slot = -1
         self._wake()
 
 
