@@ -360,6 +360,104 @@ def overhead(rig: SyncRig, n: int) -> dict[str, float]:
     return out
 
 
+#: AVEO's published cost of one synchronous command round trip on a VE10B
+#: (ASYNC-NOTES.md): on a VE, veo_alloc_mem and veo_free_mem each are one,
+#: queued behind the main context; the plain emulator does them on the host.
+VE_ROUND_TRIP_S = 6.7e-6
+
+
+def mempool(setup: Setup, quick: bool) -> dict[str, float]:
+    """The memory pool against raw VEO allocation (one round, every variant).
+
+    Values are seconds per operation, except the pipelines (chunks per second)."""
+    import random
+
+    from aioveo import settings as aioveo_settings
+
+    rng = random.Random(7)
+    n_ops = 2000 if quick else 10000
+    # random sizes up to 64 MiB, log-uniform (most small, some large)
+    sizes = [int(2 ** rng.uniform(9, 26)) for _ in range(64)]
+    out: dict[str, float] = {}
+
+    async def pool_variants() -> dict[str, float]:
+        proc, lib, (ctx, busy_ctx) = await _async_rig(setup, contexts=2)
+        pool = proc.memory
+        for size in sizes:                          # warm: every size cached once
+            pool.malloc(size).free()
+        res = {}
+        t0 = time.perf_counter()
+        for i in range(n_ops):
+            pool.malloc(sizes[i & 63]).free()
+        res["pool hit: malloc + free"] = (time.perf_counter() - t0) / n_ops
+        t0 = time.perf_counter()
+        for i in range(n_ops):
+            (await ctx.empty(sizes[i & 63], np.uint8)).free()
+        res["pool hit: await ctx.empty + free"] = (time.perf_counter() - t0) / n_ops
+        # frees on a context busy with queued kernels
+        sleep_ms = lib.find_function("long sleep_ms(long)")
+        axpy = lib.find_function("long axpy(double *y, const double *x, double a, long n)")
+        arrays = [await busy_ctx.empty(4096) for _ in range(64)]
+        raws = [proc.sync.alloc_mem(32768) for _ in range(8)]
+        for _ in range(5):
+            await busy_ctx.submit(sleep_ms, 20)
+        for a in arrays:
+            await busy_ctx.submit(axpy, a, a, 1.0, 4096)
+        t0 = time.perf_counter()
+        for a in arrays:
+            a.free()
+        res["free on a busy context: pool (arr.free())"] = (time.perf_counter() - t0) / len(arrays)
+        t0 = time.perf_counter()
+        await busy_ctx.free_mem(raws[0])            # raw memory: waits for the queue, as before
+        res["free on a busy context: raw (ctx.free_mem)"] = time.perf_counter() - t0
+        for r in raws[1:]:
+            proc.sync.free_mem(r)
+        await proc.close()
+        return res
+
+    out.update(run_async(FAST, pool_variants))
+
+    rig = VeoProc(0)
+    try:
+        live: list[Any] = []
+        t0 = time.perf_counter()
+        for i in range(n_ops):
+            rig.free_mem(rig.alloc_mem(sizes[i & 63]))
+        out["raw: veo_alloc_mem + veo_free_mem"] = (time.perf_counter() - t0) / n_ops
+        del live
+    finally:
+        rig.destroy()
+
+    chunks, chunk = (64, MiB) if quick else (256, MiB)
+
+    async def pipeline(mode: str) -> float:
+        with aioveo_settings.override(mempool=mode):
+            proc, lib, (ctx,) = await _async_rig(setup)
+            proc.memory   # made now, in this mode
+        axpy = lib.find_function("long axpy(double *y, const double *x, double a, long n)")
+        n = chunk // 8
+        data = np.ones(n)
+        out_buf = np.empty((chunks, n))
+        t0 = time.perf_counter()
+        reads = []
+        for i in range(chunks):
+            buf = await ctx.empty(n)                # a buffer per chunk
+            await ctx.submit_write_mem(buf, data)
+            await ctx.submit(axpy, buf, buf, 1.0, n)
+            reads.append(await ctx.submit_read_mem(out_buf[i], buf))
+            buf.free()                              # at once: reused after the read, in order
+        await asyncio.gather(*reads)
+        rate = chunks / (time.perf_counter() - t0)
+        assert (out_buf == 2.0).all()
+        await proc.close()
+        return rate
+
+    out["pipeline, a buffer per chunk: pool (chunks/s)"] = run_async(FAST, lambda: pipeline("1"))
+    out["pipeline, a buffer per chunk: raw, AIOVEO_MEMPOOL=0 (chunks/s)"] = run_async(
+        FAST, lambda: pipeline("0"))
+    return out
+
+
 # ---- running, reporting --------------------------------------------------------------
 def _stats(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
@@ -419,6 +517,8 @@ def run(quick: bool, only: set[str] | None = None) -> dict[str, Any]:
                 res["overhead"] = collect(rounds, lambda: overhead(rig, 10000))
             if want("engine"):
                 res["engine"] = collect(1 if quick else 3, lambda: engine_modes(setup, quick))
+            if want("mempool"):
+                res["mempool"] = collect(rounds, lambda: mempool(setup, quick))
         finally:
             rig.close()
     res["targets"] = targets(res)
@@ -467,6 +567,20 @@ def targets(res: dict) -> list[dict[str, Any]]:
     for v in (*(f"await ({loop})" for loop in LOOPS), "sync wait_result"):
         check(f"CPU while waiting on a long kernel, {v}", _med(res, "cpu", v), 0.05, False, "cores")
     check("CPU of an idle proc (helper)", _med(res, "cpu", "idle proc (helper)"), 0.01, False, "cores")
+    hit = _med(res, "mempool", "pool hit: malloc + free")
+    raw = _med(res, "mempool", "raw: veo_alloc_mem + veo_free_mem")
+    if hit is not None:
+        check("pool hit, alloc + free", hit * 1e6, 1.0, False, "us")
+    free_busy = _med(res, "mempool", "free on a busy context: pool (arr.free())")
+    if free_busy is not None:
+        check("free on a context busy with queued kernels", free_busy * 1e6, 10.0, False, "us")
+    if hit and raw:
+        check("pool vs raw alloc + free, VE round trips modelled (raw + 2 x 6.7 us)",
+              (raw + 2 * VE_ROUND_TRIP_S) / hit, 10.0, True, "x")
+    p, r = (_med(res, "mempool", f"pipeline, a buffer per chunk: {v} (chunks/s)")
+            for v in ("pool", "raw, AIOVEO_MEMPOOL=0"))
+    if p and r:
+        check("chunked pipeline, pool vs raw", p / r, 1.0, True, "x")
     return out
 
 
@@ -552,6 +666,23 @@ def markdown(res: dict) -> str:
             lines.append(f"| completion hand-off to the event loop (async {FAST} - sync) "
                          f"| {_fmt_time(hand)} |")
         lines.append("")
+    if "mempool" in res:
+        mp = res["mempool"]
+        lines += ["### Memory pool vs raw VEO allocation", "", "| variant | value |", "|---|---|"]
+        for k, v in mp.items():
+            if "chunks/s" in k:
+                lines.append(f"| {k} | {v['median']:,.0f} [{v['min']:,.0f}-{v['max']:,.0f}] |")
+            else:
+                lines.append(f"| {k} | {cell(v, _fmt_time)} |")
+        raw = mp.get("raw: veo_alloc_mem + veo_free_mem")
+        if raw:
+            lines.append(f"| raw, modelled on a VE: + 2 round trips of {VE_ROUND_TRIP_S * 1e6:g} us "
+                         f"| {_fmt_time(raw['median'] + 2 * VE_ROUND_TRIP_S)} |")
+        env_profile = os.environ.get("VEO_EMU_PROFILE")
+        lines += ["", "Sizes: 64 random sizes up to 64 MiB (log-uniform), cycled. "
+                  + (f"Emulator timing profile: {env_profile}." if env_profile else
+                     "Plain emulator (no timing profile): its veo_alloc_mem is a host heap "
+                     "operation, so raw allocation looks far cheaper here than on a VE."), ""]
     lines += ["### Targets", ""]
     for t in res["targets"]:
         lines.append(f"- {'PASS' if t['pass'] else 'MISS'} {t['target']}: {_num(t)} "
@@ -565,6 +696,8 @@ def _num(t: dict) -> str:
         return f"{v:.2%} of a core"
     if t["unit"] == "calls/s":
         return f"{v:,.0f} calls/s"
+    if t["unit"] == "us":
+        return f"{v:.2f} us"
     return f"{v:.2f}x"
 
 
@@ -627,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", metavar="DIR", help="write results.json, results.md and results.png here")
     ap.add_argument("--only", metavar="SCENARIO", action="append",
                     choices=["latency", "throughput", "bandwidth", "scaling", "cpu", "overhead",
-                             "engine"],
+                             "engine", "mempool"],
                     help="run only this scenario (repeatable)")
     ap.add_argument("--update-readme", metavar="FILE",
                     help="replace the tables between the bench markers of FILE (README.md)")

@@ -533,3 +533,20 @@ def test_random_alloc_free_submit_across_contexts(aio_lib, mode):
     finally:
         loop.run_until_complete(proc.close(cancel=True))
         loop.close()
+
+
+# ---- the benchmark scenario runs end to end ----------------------------------------
+def test_benchmark_scenario(tmp_path):
+    import json
+    import sys
+    out = tmp_path / "results"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick",
+                        "--only", "mempool", "--out", str(out)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert {"pool hit: malloc + free", "raw: veo_alloc_mem + veo_free_mem",
+            "free on a busy context: pool (arr.free())"} <= set(res["mempool"])
+    names = {t["target"] for t in res["targets"]}
+    assert {"pool hit, alloc + free", "chunked pipeline, pool vs raw"} <= names
+    assert "Memory pool vs raw VEO allocation" in r.stdout
