@@ -200,14 +200,35 @@ class AsyncProc:
         """``VeoProc.read_mem`` off the loop (``AsyncContext.read_mem`` keeps a
         context's order)."""
         self._check()
-        await _await_fences(_pool_blocks((src,)), None)
-        await _in_executor(self.sync.read_mem, dst, src, size)
+        await self._copy_off_loop(self.sync.read_mem, src, dst, src, size)
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """``VeoProc.write_mem`` off the loop."""
         self._check()
-        await _await_fences(_pool_blocks((dst,)), None)
-        await _in_executor(self.sync.write_mem, dst, src, size)
+        await self._copy_off_loop(self.sync.write_mem, dst, dst, src, size)
+
+    async def _copy_off_loop(self, copy: Callable[..., None], ve: Any, *args: Any) -> None:
+        """`copy(*args)` in the executor; pool memory it touches stays held
+        until the copy really ends (a cancelled await does not stop it)."""
+        blocks = _pool_blocks((ve,))
+        if blocks is None:
+            await _in_executor(copy, *args)
+            return
+        await _await_fences(blocks, None)
+        loop = asyncio.get_running_loop()
+        for b in blocks:
+            b._hold()
+
+        def job() -> None:
+            try:
+                copy(*args)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_unhold, blocks)
+                except RuntimeError:   # the loop is gone: nobody can reuse them either
+                    pass
+
+        await loop.run_in_executor(None, job)
 
     async def close(self, *, cancel: bool = False) -> None:
         """Close every context (waiting for its requests, or failing them when
@@ -698,6 +719,11 @@ def _nbytes(obj: Any) -> int:
     if type(obj) is VEArray:
         return obj.nbytes
     return memoryview(obj).nbytes
+
+
+def _unhold(blocks: list) -> None:
+    for b in blocks:
+        b._unhold()
 
 
 async def _await_fences(blocks: list | None, ctx: AsyncContext | None) -> None:

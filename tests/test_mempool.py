@@ -218,6 +218,86 @@ async def test_finalizers_queue_the_free_from_any_thread(env):
     assert (await c1.empty(100, np.float64)).addr == addr
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["1", "0"])
+async def test_growth_off_the_loop_as_on_a_ve(aio_lib, mode):
+    """On a VE the pool grows in the loop's executor (veo_alloc_mem is a round
+    trip queued behind the main context): the same path, forced here."""
+    with settings.override(mempool=mode):
+        async with aioveo.open_proc(0) as proc, proc.open_context() as ctx:
+            pool = proc.memory
+            pool._is_emulator = False
+            loop_thread = threading.get_ident()
+            seen = []
+            upstream = pool._upstream_alloc
+
+            def spy(size):
+                seen.append(threading.get_ident())
+                return upstream(size)
+
+            pool._upstream_alloc = spy
+            v = await ctx.to_ve(np.arange(3 * MiB, dtype=np.uint8))
+            np.testing.assert_array_equal(await ctx.from_ve(v), np.arange(3 * MiB, dtype=np.uint8))
+            assert seen and loop_thread not in seen
+            v.free()
+
+
+@pytest.mark.asyncio
+async def test_submit_nowait_refuses_a_block_fenced_elsewhere(env):
+    proc, (c1, c2, c3), k = env
+    x = await c1.empty(64, np.int64)
+    late = await c1.submit(k.slow_fill, 100, x, 64)
+    x.free()
+    y = await c1.empty(64, np.int64)                    # x's memory, its old use still queued
+    assert y.addr == x.addr
+    with pytest.raises(aioveo.VeoError, match="still has its previous use queued"):
+        c2.submit_nowait(k.slow_sum, 0, y, 64)
+    assert await c1.call(k.slow_sum, 0, y, 64) == sum(3 * i for i in range(64))   # own context
+    await late
+    assert await c2.submit_nowait(k.slow_sum, 0, y, 64) == sum(3 * i for i in range(64))
+
+
+@pytest.mark.asyncio
+async def test_a_proc_level_copy_holds_its_block_past_a_cancel(env):
+    """AsyncProc.read_mem/write_mem copy in a worker thread: a cancelled await
+    does not stop it, so the block is not reused until the copy ends."""
+    proc, (c1, c2, c3), k = env
+    v = await c1.empty(8 * MiB, np.uint8)
+    started, release = threading.Event(), threading.Event()
+    real = proc.sync
+
+    class SlowSync:                                     # the proc's sync API, with a slow copy
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def write_mem(self, *args):
+            started.set()
+            release.wait(5)
+            real.write_mem(*args)
+
+    proc.sync = SlowSync()
+    try:
+        task = asyncio.ensure_future(proc.write_mem(v, np.ones(8 * MiB, np.uint8)))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        v.free()
+        u = await c2.empty(8 * MiB, np.uint8)           # not v's memory: still being written
+        assert not overlaps(u, v)
+        assert proc.memory.stats().cached_bytes < 8 * MiB
+        release.set()
+        for _ in range(500):                            # the copy ends, the block comes back
+            if proc.memory.stats().cached_bytes >= 8 * MiB:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        proc.sync = real
+    w = await c2.empty(8 * MiB, np.uint8)               # now it is back
+    assert w.addr == v.addr
+
+
 # ---- fragmentation -------------------------------------------------------------------
 @pytest.mark.asyncio
 @pytest.mark.parametrize("reserve", [False, True])

@@ -180,6 +180,8 @@ cdef class PoolBlock:
     cdef CtxMem fence_mem            # reused while a use of its previous life was
     cdef uint64_t fence_ticket       # still queued on that context (see _fences)
     cdef CtxMem owner                # the context it was allocated through, or None
+    cdef int holds                   # proc-level copies running off the loop
+    cdef bint retire_when_unheld     # freed while held: retired when the last ends
     cdef public object site          # where it was allocated (tracking), else None
     cdef object __weakref__
 
@@ -200,6 +202,20 @@ cdef class PoolBlock:
         if self.freed_:
             raise ClosedError(f"{self!r} was already freed")
         self.pool._free_block(self)
+
+    def _hold(self):
+        """A copy outside any context's queue (a proc-level transfer run by a
+        worker thread) uses the block until ``_unhold()``."""
+        self.holds += 1
+
+    def _unhold(self):
+        self.holds -= 1
+        if self.holds == 0 and self.retire_when_unheld:
+            self.retire_when_unheld = False
+            if not self.pool.closed:
+                self.pool._retire(self.b, self.addr, self.nbytes, self.last_mem,
+                                  self.last_ticket, self.others)
+            self.b = NULL
 
     def ptr(self):
         """A VEMemPtr of the block (bounded by its size, checked as freed with it)."""
@@ -421,8 +437,11 @@ cdef class NativePool:
             blk.owner.live_bytes -= blk.size
         if self.tracked is not None:
             self.tracked.discard(blk)
-        self._retire(blk.b, blk.addr, blk.nbytes, blk.last_mem, blk.last_ticket, blk.others)
-        blk.b = NULL
+        if blk.holds:       # a worker thread still copies: retired when it is done
+            blk.retire_when_unheld = True
+        else:
+            self._retire(blk.b, blk.addr, blk.nbytes, blk.last_mem, blk.last_ticket, blk.others)
+            blk.b = NULL
         if self.observers:
             self._observe()
         return 0
