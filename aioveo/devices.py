@@ -51,12 +51,13 @@ _OS_STATES = {0: "online", 1: "offline", 2: "initializing", 3: "terminating"}
 _VE_STATES = {3: "maintenance", 4: "unavailable"}
 _TEMP_SENSOR_BASE = 14
 
-#: VeoProc -> its MemoryPool, so that records show what this process's pools hold
+#: VeoProc -> a weak reference to its MemoryPool, so that records show what
+#: this process's pools hold (weak both ways: the pool refers to its proc)
 _pools: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 def _register_pool(proc: Any, pool: Any) -> None:
-    _pools[proc] = pool
+    _pools[proc] = weakref.ref(pool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +265,8 @@ def _pool_reserved(node: int) -> int:
     total = 0
     for p in list(_core._live_procs):
         if p.nodeid == node:
-            pool = _pools.get(p)
+            ref = _pools.get(p)
+            pool = ref() if ref is not None else None
             if pool is not None and not pool.closed:
                 s = pool._native_stats()
                 if s is not None:

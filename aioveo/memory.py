@@ -241,18 +241,25 @@ class MemoryPool(NativePool):
         memory waits that long for blocks being freed before it raises
         VEOutOfMemoryError."""
         nbytes = _check_size(nbytes)
-        mem = _ctx_mem(ctx) if ctx is not None else None
+        mem = self._mem_of(ctx)
         blk = self._hit(nbytes, mem)
         if blk is None:
             blk = await self._alloc_slow(nbytes, mem, wait)
         return blk
+
+    def _mem_of(self, ctx: "AsyncContext | None") -> CtxMem | None:
+        if ctx is None:
+            return None
+        if ctx.proc is not self.async_proc:
+            raise ValueError(f"{ctx!r} is a context of another proc than this pool's")
+        return _ctx_mem(ctx)
 
     def malloc(self, nbytes: int, *, ctx: "AsyncContext | None" = None) -> PoolBlock:
         """``alloc`` without awaiting: a cached block, else the pool grows on
         the calling thread (a VE round trip on hardware); never waits for
         frees."""
         nbytes = _check_size(nbytes)
-        mem = _ctx_mem(ctx) if ctx is not None else None
+        mem = self._mem_of(ctx)
         blk = self._hit(nbytes, mem)
         if blk is not None:
             return blk

@@ -86,6 +86,15 @@ async def test_hit_after_free_and_stats(env):
     assert s.largest_free_block == 2 * MiB and s.fragmentation == 0 and s.hit_rate == 0.5
     assert pool.free_all_blocks() == 2 * MiB
     assert pool.stats().reserved_bytes == 0
+    import weakref
+    async with aioveo.open_proc(1) as other, other.open_context() as foreign:
+        with pytest.raises(ValueError, match="another proc"):
+            await pool.alloc(64, ctx=foreign)
+        ref = weakref.ref(other.memory)
+    # nothing keeps a closed proc's pool alive (the device records hold it weakly)
+    del other, foreign
+    gc.collect()
+    assert ref() is None
 
 
 @pytest.mark.asyncio
