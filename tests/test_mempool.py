@@ -102,7 +102,7 @@ async def test_no_reuse_on_another_context_while_a_use_is_queued(env):
     proc, (c1, c2, c3), k = env
     n = 4096
     v = await c1.empty(n, np.int64)
-    late = await c1.submit(k.slow_fill, 200, v, n)      # writes v in 200 ms
+    late = await c1.submit(k.slow_fill, 300, v, n)      # writes v in 300 ms
     v.free()                                            # at once; the kernel still has it
     s = proc.memory.stats()
     assert s.pending_free_bytes == v.ptr.block.nbytes and s.live_blocks == 0
@@ -145,7 +145,7 @@ async def test_uses_on_several_contexts_all_end_before_reuse(env):
     n = 1024
     v = await c1.to_ve(np.arange(n))
     f1 = await c1.submit(k.slow_sum, 100, v, n)
-    f2 = await c2.submit(k.slow_sum, 250, v, n)
+    f2 = await c2.submit(k.slow_sum, 400, v, n)
     nbytes = v.ptr.block.nbytes
     v.free()
     assert proc.memory.stats().pending_free_bytes == nbytes
@@ -383,7 +383,7 @@ async def test_oom_without_wait_reports_the_pending_bytes(env):
     assert proc.memory.get_limit() == int(proc.device.memory_total * 0.1)
     proc.memory.set_limit("100M")    # ... or bytes
     v = await c1.empty(60 * MiB // 8, np.int64)
-    late = await c1.submit(k.slow_fill, 300, v, 1)
+    late = await c1.submit(k.slow_fill, 500, v, 1)
     v.free()                                            # pending: the kernel has it
     with pytest.raises(aioveo.VEOutOfMemoryError) as ei:
         await c2.empty(60 * MiB, np.uint8)
