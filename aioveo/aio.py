@@ -54,8 +54,9 @@ log = logging.getLogger("aioveo")
 DEFAULT_MAX_IN_FLIGHT = 1024
 
 #: Observers of every request (aioveo.trace subscribes here; they observe,
-#: they never decide): ``submitted(ctx, key, what, nbytes, calls, inline)``
-#: when a request is handed to the VE (`key` identifies it until it ends) and
+#: they never decide): ``submitted(ctx, key, label, nbytes, calls, inline)``
+#: when a request is handed to the VE (`key` identifies it until it ends;
+#: `label` is the VeoFunction, or "read_mem"/"write_mem" for a transfer) and
 #: ``completed(key, status, cancelled)`` when its end is known (`status`: a
 #: VEO_COMMAND_* value, FORGOTTEN, or None for a copy done on the loop thread).
 _observers: list[Any] = []
@@ -177,13 +178,13 @@ class AsyncProc:
         if self._closed:
             return
         self._closed = True
-        what = str(self)
+        name = str(self)
         for ctx in list(self.contexts):
             await ctx.close(cancel=cancel)
         # Closed by an exception: the VE process ends at once (grace 0), not
         # after its running kernels (the core's one closing policy).
         await _in_executor(self.sync.destroy, 0 if cancel else None)
-        log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
+        log.debug("aioveo: closed %s%s", name, " (cancelled)" if cancel else "")
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -294,7 +295,7 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub, what: Any = None, nbytes: Any = None,
+    def _track(self, request: Any, hub: _hub.Hub, label: Any = None, nbytes: Any = None,
                spotted: bool = False) -> asyncio.Future:
         """A future for `request` (a VeoRequest or VeoBatch, its slots taken).
         Alone on the context it may finish at once: peek first (unless the
@@ -304,7 +305,7 @@ class AsyncContext:
         request.owner = self
         if _observers:
             for o in _observers:
-                o.submitted(self, request, what, nbytes, request.slots, False)
+                o.submitted(self, request, label, nbytes, request.slots, False)
         if not spotted and self._in_flight == request.slots:
             done = request.spot(hub.spot_us)
             if done is not None:
@@ -437,14 +438,14 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, what: str, nbytes: Any, make: Callable[..., Any],
+    async def _submit_request(self, label: str, nbytes: Any, make: Callable[..., Any],
                               *args: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
         await self._acquire()
-        return self._start(hub, what, nbytes, make, *args)
+        return self._start(hub, label, nbytes, make, *args)
 
-    def _start(self, hub: _hub.Hub, what: Any, nbytes: Any, make: Callable[..., Any],
+    def _start(self, hub: _hub.Hub, label: Any, nbytes: Any, make: Callable[..., Any],
                *args: Any) -> asyncio.Future:
         """``make(*args)`` on the slot already taken (given back if it fails)."""
         try:
@@ -452,7 +453,320 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub, what, nbytes)
+        return self._track(request, hub, label, nbytes)
+
+    # The rule for every transfer path: a host buffer belongs to the VE from
+    # submission until the transfer is done (its future, or the await).  The
+    # VE may read a source or write a destination at any moment in between
+    # (at once on an idle context, later behind queued work), so the buffer
+    # must not be changed or read until then.
+    async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
+        """Queue a copy of VE memory `src` into `dst` behind this context's
+        work; returns a future of its completion.  `dst` is kept alive, and
+        may be written at any moment, until the future is done."""
+        return await self._submit_request("read_mem", dst if size is None else size,
+                                          self.sync.async_read_mem, dst, src, size)
+
+    async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
+        """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
+        future of its completion.  `src` is kept alive, and may be read at any
+        moment, until the future is done: change it only after that."""
+        return await self._submit_request("write_mem", src if size is None else size,
+                                          self.sync.async_write_mem, dst, src, size)
+
+    async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        """``VeoProc.read_mem`` off the loop (``AsyncContext.read_mem`` keeps a
+        context's order)."""
+        self._check()
+        await _in_executor(self.sync.read_mem, dst, src, size)
+
+    async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
+        """``VeoProc.write_mem`` off the loop."""
+        self._check()
+        await _in_executor(self.sync.write_mem, dst, src, size)
+
+    async def close(self, *, cancel: bool = False) -> None:
+        """Close every context (waiting for its requests, or failing them when
+        `cancel`), then destroy the VE process off the loop."""
+        if self._closed:
+            return
+        self._closed = True
+        name = str(self)
+        for ctx in list(self.contexts):
+            await ctx.close(cancel=cancel)
+        # Closed by an exception: the VE process ends at once (grace 0), not
+        # after its running kernels (the core's one closing policy).
+        await _in_executor(self.sync.destroy, 0 if cancel else None)
+        log.debug("aioveo: closed %s%s", name, " (cancelled)" if cancel else "")
+
+    async def __aenter__(self) -> "AsyncProc":
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close(cancel=exc_type is not None)
+
+
+def open_proc(node: int = -1, *, veorun_bin: str | None = None) -> _Opener[AsyncProc]:
+    """Create a VE process off the loop: ``async with open_proc(0) as proc``."""
+
+    async def _open() -> AsyncProc:
+        return AsyncProc(await _in_executor(VeoProc, node, veorun_bin))
+
+    return _Opener(_open)
+
+
+def open_procs(nodes: Iterable[int], *, veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
+    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``."""
+    nodes = list(nodes)
+
+    async def _open() -> ProcGroup:
+        results = await asyncio.gather(*(open_proc(n, veorun_bin=veorun_bin) for n in nodes),
+                                       return_exceptions=True)
+        procs = [r for r in results if isinstance(r, AsyncProc)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
+            raise errors[0]
+        return ProcGroup(procs)
+
+    return _Opener(_open)
+
+
+class ProcGroup(list[AsyncProc]):
+    """A list of AsyncProc closed together."""
+
+    async def close(self, *, cancel: bool = False) -> None:
+        await asyncio.gather(*(p.close(cancel=cancel) for p in self), return_exceptions=True)
+
+
+# ---- contexts ------------------------------------------------------------------
+class AsyncContext:
+    """A VE context (a worker thread with a FIFO queue) driven from asyncio."""
+
+    def __init__(self, proc: AsyncProc, ctx: VeoCtxt, max_in_flight: int) -> None:
+        self.proc = proc
+        self.sync = ctx
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._slot_waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._idle: asyncio.Future | None = None
+        self._closed = False
+        self._hub: _hub.Hub | None = None
+
+    # -- bookkeeping
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet completed by the VE."""
+        return self._in_flight
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _get_hub(self) -> _hub.Hub:
+        hub = self._hub
+        if hub is not None and hub.loop_ref() is asyncio.get_running_loop():
+            return hub
+        hub = _hub.get_hub()
+        if self._hub is not hub:
+            if self._hub is not None and self._in_flight:
+                raise RuntimeError("this context has requests in flight on another event loop")
+            self._hub = hub
+        return hub
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the context is closed")
+
+    async def _acquire(self, n: int = 1) -> None:
+        while self._in_flight + n > self.max_in_flight and self._in_flight:
+            waiter = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if not waiter.cancelled() and waiter.done():
+                    self._wake_slot_waiter()  # pass our wake-up on
+                raise
+            self._check()
+        self._in_flight += n
+
+    def _release(self, n: int = 1) -> None:
+        self._in_flight -= n
+        if self._slot_waiters:
+            self._wake_slot_waiter()
+        if self._in_flight == 0 and self._idle is not None:
+            if not self._idle.done():
+                self._idle.set_result(None)
+            self._idle = None
+
+    def _wake_slot_waiter(self) -> None:
+        while self._slot_waiters:
+            w = self._slot_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def _track(self, request: Any, hub: _hub.Hub, label: Any = None, nbytes: Any = None,
+               spotted: bool = False) -> asyncio.Future:
+        """A future for `request` (a VeoRequest or VeoBatch, its slots taken).
+        Alone on the context it may finish at once: peek first (unless the
+        caller just did, `spotted`), then hand it to the hub."""
+        fut = hub.loop_ref().create_future()  # type: ignore[union-attr]  # the running loop
+        request.future = fut
+        request.owner = self
+        if _observers:
+            for o in _observers:
+                o.submitted(self, request, label, nbytes, request.slots, False)
+        if not spotted and self._in_flight == request.slots:
+            done = request.spot(hub.spot_us)
+            if done is not None:
+                self._complete(request, *done)
+                return fut
+        hub.engine.watch(request)
+        return fut
+
+    def _complete(self, request: Any, status: int, retval: int) -> None:
+        """The VE finished `request`, or (status FORGOTTEN) its context is
+        closing: release its slots and settle its future.  A cancelled
+        awaiter's request is still finished (buffers released), its result
+        dropped; a forgotten one is dropped unfinished, so the core keeps its
+        buffers until the VE is done with them."""
+        self._release(request.slots)
+        fut = request.future
+        request.future = request.owner = None
+        waiting = fut is not None and not fut.done()
+        if _observers:
+            for o in _observers:
+                o.completed(request, status, fut is not None and fut.cancelled())
+        if status == FORGOTTEN:
+            if waiting:
+                fut.set_exception(ClosedError("the context was closed"))
+            return
+        try:
+            result = request.finish(status, retval)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiter
+            log.debug("aioveo: request %s failed%s: %r", request.req_id,
+                      "" if waiting else " with nobody waiting", exc)
+            if waiting:
+                fut.set_exception(exc)
+            return
+        if waiting:
+            fut.set_result(result)
+
+    # -- calls
+    def submit_nowait(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
+        """Submit a call and return a future of its result, without waiting
+        for a slot (raises InFlightLimitError when the bound is reached)."""
+        self._check()
+        hub = self._get_hub()
+        if self._in_flight >= self.max_in_flight:
+            raise InFlightLimitError(
+                f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
+        self._in_flight += 1
+        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
+
+    # submit and call are the hot paths: their steps are written out (the
+    # same as _check, _get_hub and _start, with the slot taken in place) to spare a
+    # Python frame each.
+    async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
+        """Submit a call once a slot is free; returns a future of its result,
+        so many calls can be in flight without a task each."""
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
+            await self._acquire()
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        return self._track(request, hub, fn)
+
+    async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
+        """Call a VE function and return its converted result.  A call found
+        finished on the spot is returned without a future or a hand-off."""
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
+            await self._acquire()
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        if self._in_flight == 1 and not _observers:
+            try:
+                result = request.result_within(hub.spot_us)
+            except BaseException:
+                self._release()
+                raise
+            if result is not PENDING:
+                self._in_flight = 0          # the slot back, without a frame
+                if self._slot_waiters or self._idle is not None:
+                    self._release(0)         # wake who waits for it
+                return result
+            return await self._track(request, hub, fn, None, True)
+        return await self._track(request, hub, fn)
+
+    async def map(self, fn: VeoFunction | PoolFunction,
+                  arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
+        """Call `fn` once per argument tuple; results in order.  Calls go to
+        the VE in batches (``VeoFunction.submit_batch``) of up to half the
+        in-flight bound, so the Python cost is paid per batch, not per call,
+        and the next batch is queued while the VE runs the previous one."""
+        self._check()
+        hub = self._get_hub()
+        todo = arg_tuples if isinstance(arg_tuples, list) else list(arg_tuples)
+        chunk = max(1, self.max_in_flight // 2)
+        futures: list[asyncio.Future] = []
+        try:
+            for pos in range(0, len(todo), chunk):
+                part = todo[pos:pos + chunk]
+                await self._acquire(len(part))
+                try:
+                    batch = _for_context(fn, self).submit_batch(self.sync, part)
+                except BaseException:
+                    self._release(len(part))
+                    raise
+                futures.append(self._track(batch, hub, fn))
+            results: list[Any] = []
+            for f in futures:
+                results.extend(await f)
+            return results
+        except BaseException:
+            for f in futures:  # failed or cancelled: nobody reads the others
+                f.add_done_callback(_consume)
+            raise
+
+    # -- memory
+    async def _submit_request(self, label: str, nbytes: Any, make: Callable[..., Any],
+                              *args: Any) -> asyncio.Future:
+        self._check()
+        hub = self._get_hub()
+        await self._acquire()
+        return self._start(hub, label, nbytes, make, *args)
+
+    def _start(self, hub: _hub.Hub, label: Any, nbytes: Any, make: Callable[..., Any],
+               *args: Any) -> asyncio.Future:
+        """``make(*args)`` on the slot already taken (given back if it fails)."""
+        try:
+            request = make(*args)
+        except BaseException:
+            self._release()
+            raise
+        return self._track(request, hub, label, nbytes)
 
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
@@ -483,7 +797,7 @@ class AsyncContext:
             return
         await (await self.submit_write_mem(dst, src, size))
 
-    def _copy_inline(self, what: str, copy: Callable[..., None], *args: Any) -> None:
+    def _copy_inline(self, label: str, copy: Callable[..., None], *args: Any) -> None:
         """A small transfer on a context with nothing queued, copied on the
         loop thread: cheaper than a hand-off, and the order is kept."""
         self._check()
@@ -492,7 +806,7 @@ class AsyncContext:
             return
         key = object()
         for o in _observers:
-            o.submitted(self, key, what, args[-1], 1, True)
+            o.submitted(self, key, label, args[-1], 1, True)
         status: int | None = VEO_COMMAND_ERROR
         try:
             copy(*args)
