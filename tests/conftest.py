@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import aioveo
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SRC = ROOT / "tests" / "kernels"
 
@@ -61,3 +63,26 @@ def pytest_configure(config):
 def aio_lib(build_kernel) -> str:
     """The test kernels, as the asyncio tests load them (a path)."""
     return build_kernel("core_kernels")
+
+
+# ---- the PyVEO API's objects, one set per test module (test_core, test_messages) ----
+@pytest.fixture(scope="module")
+def kernels(build_kernel):
+    return build_kernel("core_kernels")
+
+
+@pytest.fixture(scope="module")
+def proc():
+    p = aioveo.VeoProc(0)
+    yield p
+    p.destroy()
+
+
+@pytest.fixture(scope="module")
+def lib(proc, kernels):
+    return proc.load_library(kernels)
+
+
+@pytest.fixture(scope="module")
+def ctx(proc):
+    return proc.open_context()
