@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import aioveo
-
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SRC = ROOT / "tests" / "kernels"
 
@@ -73,6 +71,8 @@ def kernels(build_kernel):
 
 @pytest.fixture(scope="module")
 def proc():
+    import aioveo
+
     p = aioveo.VeoProc(0)
     yield p
     p.destroy()
