@@ -21,7 +21,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -117,20 +116,8 @@ def _backend_kind(backend: object) -> str:
 
 
 def _emu_file(name: str) -> Path:
-    """A file of the installed emulator (include dir, libveorun.a).
-
-    Falls back to other ``aioveo/_emu`` directories on sys.path because a
-    source checkout on sys.path shadows the installed package for pure-Python
-    modules but has no built emulator.
-    """
-    first = _paths.EMU_DIR / name
-    if first.exists():
-        return first
-    for entry in sys.path:
-        candidate = Path(entry or ".") / "aioveo" / "_emu" / name
-        if candidate.exists():
-            return candidate.resolve()
-    return first
+    """A file of the installed emulator (include dir, libveorun.a)."""
+    return _paths.EMU_DIR / name
 
 
 def _run(cmd: list[str], cwd: str, verbose: bool, env: dict[str, str] | None = None) -> str:
