@@ -104,11 +104,13 @@ def _libs(libs: str | Iterable[str] | None) -> list[str]:
 def _backend_kind(backend: object) -> str:
     """'emulator' or 'vendor' from an explicit choice, else from aioveo._core."""
     if backend is None:
+        from . import _core
         try:
-            from . import _core  # type: ignore[attr-defined]
             backend = _core.backend()
-        except Exception:  # core not built or no libveo: build for the emulator
-            return EMULATOR
+        except ImportError as e:   # no usable libveo, e.g. AIOVEO_LIBVEO names a missing file
+            raise ImportError(f"VeBuild cannot tell which compilers to use (the emulator's or "
+                              f"NEC's): {e}; pass backend='emulator' or backend='vendor' to "
+                              f"choose") from e
     kind = backend if isinstance(backend, str) else getattr(backend, "kind", None)
     if kind not in (EMULATOR, VENDOR):
         raise ValueError(f"backend must be 'emulator' or 'vendor', not {backend!r}")
