@@ -1,8 +1,7 @@
 """Every program in examples/ runs as a user would run it, and says the right thing.
 
 Each runs as a subprocess with its working directory in a temporary directory
-(so the source tree's aioveo/ cannot shadow the installed package) and
-AIOVEO_CACHE pointing into it (kernels are built once per session), with
+and AIOVEO_CACHE pointing into it (kernels are built once per session), with
 sizes small enough for the whole file to take seconds.
 """
 from __future__ import annotations
@@ -30,9 +29,7 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(cache) -> dict[str, str]:
-    e = dict(os.environ, AIOVEO_CACHE=str(cache), PYTHONUNBUFFERED="1")
-    e.pop("PYTHONPATH", None)
-    return e
+    return dict(os.environ, AIOVEO_CACHE=str(cache), PYTHONUNBUFFERED="1")
 
 
 def run(name: str, *args: str, env: dict[str, str], cwd: Path) -> str:
