@@ -222,8 +222,8 @@ async def run_workers(scheduler: str, nodes: Sequence[int] | None = None,
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    finished = asyncio.gather(*(n.finished() for n in nannies))
-    stopper = asyncio.ensure_future(stop.wait())
+    finished: asyncio.Future[Any] = asyncio.gather(*(n.finished() for n in nannies))
+    stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     await asyncio.wait([finished, stopper], return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     await asyncio.gather(*(n.close() for n in nannies), return_exceptions=True)
