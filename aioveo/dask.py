@@ -2,15 +2,17 @@
 the worker's own event loop (``pip install "aioveo[dask]"``).
 
     from distributed import Client
-    from aioveo.dask import LocalVECluster, function
+    from aioveo.dask import LocalVECluster, current_pool, function
 
     async def count(n):                       # runs on a VE worker's event loop
         f = await function("./libkernels.so", "long count_primes(long)")
-        return await f.call(n)
+        return await current_pool().call(f, n)
 
-    async with LocalVECluster(nodes=[0, 1], asynchronous=True) as cluster, \\
-            Client(cluster, asynchronous=True) as client:
-        print(await client.gather(client.map(count, range(8), resources={"VE_SLOTS": 1})))
+    async def main():                          # under `if __name__ == "__main__":`
+        async with LocalVECluster(nodes=[0, 1], asynchronous=True) as cluster, \\
+                Client(cluster, asynchronous=True) as client:
+            futures = client.map(count, range(8), resources={"VE_SLOTS": 1}, pure=False)
+            print(await client.gather(futures))
 
 The pieces, modelled on dask-cuda: ``VEPlugin`` (a WorkerPlugin) opens a pool
 of the worker's VE procs on the worker's loop and closes it at teardown;
@@ -107,11 +109,12 @@ class VEPlugin(WorkerPlugin):
             await pool.close(cancel=True)
 
 
-def _plugin() -> VEPlugin:
-    try:
-        worker = get_worker()
-    except ValueError:
-        raise RuntimeError("aioveo.dask: not inside a Dask task on a worker") from None
+def _plugin(worker: Any = None) -> VEPlugin:
+    if worker is None:
+        try:
+            worker = get_worker()
+        except ValueError:
+            raise RuntimeError("aioveo.dask: not inside a Dask task on a worker") from None
     plugin = worker.plugins.get(PLUGIN_NAME)
     if not isinstance(plugin, VEPlugin) or plugin.pool is None:
         raise RuntimeError("aioveo.dask: this worker has no VE (start it with LocalVECluster, "
@@ -119,9 +122,10 @@ def _plugin() -> VEPlugin:
     return plugin
 
 
-def current_pool() -> Pool:
-    """The pool of the worker running this task (sync or async task)."""
-    pool = _plugin().pool
+def current_pool(worker: Any = None) -> Pool:
+    """The pool of the worker running this task (sync or async task), or of
+    `worker` (for functions run with ``client.run``, which get ``dask_worker``)."""
+    pool = _plugin(worker).pool
     assert pool is not None
     return pool
 
@@ -265,8 +269,8 @@ def _click_cli() -> Any:
     def ve() -> None:
         pass
 
-    @ve.command(name="worker", context_settings={"ignore_unknown_options": True},
-                help="Start one Dask worker per VE of this host.")
+    @ve.command(name="worker", help="Start one Dask worker per VE of this host.",
+                context_settings={"ignore_unknown_options": True, "help_option_names": []})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def worker(args: tuple[str, ...]) -> None:
         raise SystemExit(main(list(args)))
