@@ -108,6 +108,14 @@ def test_multi_ve(env, tmp_path):
     assert number(r"speed-up: ([\d.]+)x with 4 procs", out) > 0
 
 
+def test_dask_array(env, tmp_path):
+    pytest.importorskip("distributed")
+    out = run("dask_array.py", "--size", "200000", "--chunk", "50000", env=env, cwd=tmp_path)
+    assert "2 VE workers up" in out
+    assert "200,000 doubles in 4 chunks on VEs [0, 1]" in out
+    assert "checked against NumPy: max |error| = 0" in out
+
+
 def test_pyveo_port(env, tmp_path):
     out = run("pyveo_port.py", env=env, cwd=tmp_path)
     assert "async write, scale, async read: OK" in out
