@@ -111,6 +111,8 @@ async def test_async_tasks_on_two_in_process_ve_workers(aio_lib):
         assert await client.gather(futs) == [200] * 4
         metrics = w0.plugins["aioveo"].metrics()
         assert metrics["procs"] == 1 and metrics["in_flight"] == 0
+        await w0.heartbeat()                        # the pool's numbers reach the scheduler
+        assert s.workers[w0.address].metrics["ve"]["procs"] == 1
         # a VE fault fails that task only, with aioveo's exception at the client
         with pytest.raises(aioveo.VeoException):
             await client.submit(_crash, aio_lib, workers=[w1.address], pure=False)
