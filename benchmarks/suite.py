@@ -445,19 +445,23 @@ def targets(res: dict) -> list[dict[str, Any]]:
         out.append({"target": name, "value": value, "limit": limit, "unit": unit,
                     "pass": bool(ok), "sense": ">=" if higher_is_better else "<="})
 
+    # The targets of the "one core" issue (raised from the earlier ones).
     sync, raw = _med(res, "latency", "sync API"), _med(res, "latency", "raw C")
     if sync and raw:
-        check("sync call cost vs the C loop", sync / raw, 1.5, False, "x")
+        check("sync call cost vs the C loop", sync / raw, 1.3, False, "x")
         for loop in LOOPS:
             a = _med(res, "latency", f"async ({loop})")
             if a:
-                check(f"async call latency vs sync ({loop})", a / sync, 3.0, False, "x")
-    m, r = _med(res, "throughput", "10000", f"async map ({FAST})"), _med(res, "throughput", "10000", "raw C")
-    if m and r:
-        check("batch form vs raw C pipelined (10,000 in flight)", m / r, 0.5, True, "x")
-    subs = [_med(res, "throughput", d, f"async submit ({FAST})") for d in ("1000", "10000")]
-    if any(subs):
-        check(f"submit form on {FAST}", max(s for s in subs if s), 100_000, True, "calls/s")
+                check(f"async call latency vs sync ({loop})", a / sync, 1.5, False, "x")
+    for depth in ("1000", "10000"):
+        m = _med(res, "throughput", depth, f"async map ({FAST})")
+        r = _med(res, "throughput", depth, "raw C")
+        if m and r:
+            check(f"batch form vs raw C pipelined ({int(depth):,} in flight)", m / r, 0.75,
+                  True, "x")
+    sub = _med(res, "throughput", "10000", f"async submit ({FAST})")
+    if sub:
+        check(f"submit form on {FAST}, 10,000 in flight", sub, 500_000, True, "calls/s")
     for size, node in res.get("bandwidth", {}).items():
         if int(size) >= MiB:
             for v in ("sync read", "sync write", "async read", "async write"):
@@ -465,7 +469,7 @@ def targets(res: dict) -> list[dict[str, Any]]:
                     check(f"{v} {int(size) // MiB} MiB vs memcpy",
                           node[v]["median"] / node["memcpy"]["median"], 0.8, True, "x")
     for v in (*(f"await ({loop})" for loop in LOOPS), "sync wait_result"):
-        check(f"CPU while waiting on a long kernel, {v}", _med(res, "cpu", v), 0.05, False, "cores")
+        check(f"CPU while waiting on a long kernel, {v}", _med(res, "cpu", v), 0.01, False, "cores")
     check("CPU of an idle proc (helper)", _med(res, "cpu", "idle proc (helper)"), 0.01, False, "cores")
     return out
 
