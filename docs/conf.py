@@ -50,6 +50,7 @@ _EXTERNAL = (
     r"|(asyncio|_asyncio|os|typing|types|collections|contextlib|logging|weakref|numpy|np|"
     r"typing_extensions|collections\.abc)\..*"
     r"|Any|Callable|Iterable|Iterator|Sequence|Awaitable|Generator|Literal|Final|Self|T"
+    r"|aioveo\.aio\.T"   # the TypeVar of aioveo.aio._Opener
 )
 nitpick_ignore_regex = [(r"py:.*", _EXTERNAL)]
 
@@ -99,15 +100,37 @@ def _public_alias(app, env, node, contnode):
     return None
 
 
-def _drop_self(app, what, name, obj, options, signature, return_annotation):
-    """The native core's methods embed Python-style signatures that start
-    with ``self`` (Cython's embedsignature); a method's reference omits it."""
-    if signature and re.match(r"\(self\b", signature):
-        signature = "(" + re.sub(r"^\(self,?\s*", "", signature)
-        return signature, return_annotation
-    return None
+# C types of the native core's parameters, as the Python types they accept.
+_C_TYPES = {"int": "int", "long": "int", "unsigned": "int", "int64_t": "int",
+            "uint64_t": "int", "size_t": "int", "uintptr_t": "int", "double": "float",
+            "bint": "bool", "object": ""}
+
+
+def _python_param(param: str) -> str:
+    """``int nodeid=-1`` -> ``nodeid: int = -1``; ``VeoCtxt ctx`` -> ``ctx: VeoCtxt``."""
+    m = re.fullmatch(r"\s*(?:(?:unsigned\s+)?(\w+)\s+)?(\*{0,2}\w+)\s*(?:=\s*(.+?))?\s*", param)
+    if not m:
+        return param.strip()
+    ctype, name, default = m.groups()
+    annotation = _C_TYPES.get(ctype, ctype) if ctype else ""
+    if annotation:
+        return f"{name}: {annotation}" + (f" = {default}" if default else "")
+    return name + (f"={default}" if default else "")
+
+
+def _core_signature(app, what, name, obj, options, signature, return_annotation):
+    """The native core embeds Cython signatures in its docstrings (C parameter
+    types, ``self``); show them as Python signatures."""
+    parts = name.split(".")
+    owner = getattr(aioveo, parts[1], None) if len(parts) > 1 and parts[0] == "aioveo" else None
+    if not signature or getattr(owner, "__module__", None) != "aioveo._core":
+        return None
+    params = [p for p in signature.strip()[1:-1].split(",") if p.strip()]
+    if params and params[0].strip() == "self":
+        params = params[1:]
+    return "(" + ", ".join(_python_param(p) for p in params) + ")", return_annotation
 
 
 def setup(app):
     app.connect("missing-reference", _public_alias)
-    app.connect("autodoc-process-signature", _drop_self)
+    app.connect("autodoc-process-signature", _core_signature)

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, embedsignature.format=python
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
 """aioveo's native core: the VEO C API, the PyVEO object model on it, and the
 completion engine of the asyncio layer, in one extension module.
 
