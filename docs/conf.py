@@ -80,7 +80,8 @@ html_static_path: list[str] = []
 # aioveo.build.VeBuild); the reference documents it under its public name
 # (aioveo.VeoProc).  Resolve such a reference to the public name when that is
 # the same object; anything else stays unresolved, and -W fails the build.
-_DEFINED_IN = ("aioveo._core.", "aioveo.aio.", "aioveo.build.", "aioveo._ctype.")
+_DEFINED_IN = ("aioveo._core.", "aioveo.aio.", "aioveo.build.", "aioveo._ctype.",
+               "aioveo.pool.", "aioveo.memory.", "aioveo.devices.")
 
 
 def _public_alias(app, env, node, contnode):
