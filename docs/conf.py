@@ -48,7 +48,7 @@ _EXTERNAL = (
     r"|BaseException|Exception|RuntimeError|ArithmeticError|NameError|AttributeError"
     r"|NotImplementedError|ValueError|TypeError|SupportsIndex|Ellipsis)"
     r"|(asyncio|_asyncio|os|typing|types|collections|contextlib|logging|weakref|numpy|np|"
-    r"typing_extensions|collections\.abc)\..*"
+    r"typing_extensions|collections\.abc|distributed)\..*"
     r"|Any|Callable|Iterable|Iterator|Sequence|Awaitable|Generator|Literal|Final|Self|T"
     r"|aioveo\.aio\.T"   # the TypeVar of aioveo.aio._Opener
 )

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SRC = ROOT / "tests" / "kernels"
-
-# The tests exercise the installed package: the source tree's aioveo/ (without
-# its compiled modules) must not shadow it under `python -m pytest`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
 
 
 def pytest_asyncio_loop_factories(config, item):
