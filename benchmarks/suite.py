@@ -620,7 +620,7 @@ def _update_readme(path: Path, md: str) -> None:
     start = text.index("<!-- bench:start")
     start = text.index("\n", start) + 1
     end = text.index("<!-- bench:end -->")
-    path.write_text(text[:start] + md.replace("### ", "#### ") + text[end:])
+    path.write_text(text[:start] + md + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                              "engine"],
                     help="run only this scenario (repeatable)")
     ap.add_argument("--update-readme", metavar="FILE",
-                    help="replace the tables between the bench markers of FILE (README.md)")
+                    help="replace the tables between the bench markers of FILE "
+                         "(docs/performance.md)")
     args = ap.parse_args(argv)
     res = run(args.quick, set(args.only) if args.only else None)
     md = markdown(res)

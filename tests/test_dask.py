@@ -215,17 +215,3 @@ def test_dask_worker_command_against_a_scheduler(aio_lib, tmp_path):
                 p.kill()
                 p.wait()
 
-
-def test_the_readme_many_hosts_snippet_runs_as_written(tmp_path):
-    readme = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/README.md")
-    text = open(readme).read()
-    section = text[text.index("## Many hosts"):]
-    snippet = section[section.index("```python\n") + 10:section.index("```\n", 10)]
-    (tmp_path / "snippet.py").write_text(snippet)
-    (tmp_path / "kernels.c").write_text("long add(long a, long b) { return a + b; }\n")
-    subprocess.run(["cc", "-shared", "-fPIC", "kernels.c", "-o", "libkernels.so"], cwd=tmp_path,
-                   check=True)
-    r = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip() == str(list(range(1, 9)))

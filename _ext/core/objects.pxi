@@ -31,7 +31,7 @@ cdef class VeoFunction:
         PyMem_Free(self.hi)
 
     def args_type(self, *types):
-        """Declare the C types of the arguments ("int", "double", "char *", ...)."""
+        """Declare the C types of the arguments (``"int"``, ``"double"``, ``"char *"``, ...)."""
         from ._ctype import parse_type
         parsed = [parse_type(t) for t in types]
         if len(parsed) == 1 and parsed[0].kind == "void":
