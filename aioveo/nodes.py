@@ -140,7 +140,8 @@ async def open_any(nodes: Iterable[int], count: int, open_one: Callable[[int], A
                              *(close_one(r) for r in results if not isinstance(r, BaseException)),
                              return_exceptions=True)
         raise
-    opened.sort(key=lambda np_: order.get(np_[0], 0))
+    opened.sort(key=lambda item: order.get(item[0], 0))
+    failures.sort(key=lambda item: order.get(item[0], 0))
     if len(opened) < need:
         await asyncio.gather(*(close_one(p) for _, p in opened), return_exceptions=True)
         if not failures:

@@ -180,7 +180,7 @@ class _Attempt:
     done-callback), even after the caller stopped waiting."""
 
     __slots__ = ("pool", "member", "record", "index", "proc", "t0", "inner", "waiter",
-                 "admitted")
+                 "relay", "admitted")
 
     def __init__(self, pool: "Pool", member: _Member, ctx: AsyncContext,
                  inner: asyncio.Future) -> None:
@@ -192,6 +192,7 @@ class _Attempt:
         self.t0 = time.perf_counter()
         self.inner = inner
         self.waiter: asyncio.Future | None = None
+        self.relay = False         # the waiter gets the outcome (else just None: wake up)
         self.admitted = False      # settling gives the admission slot back
 
     def __call__(self, inner: asyncio.Future) -> None:
@@ -488,7 +489,7 @@ class Pool:
             self._unadmit()
             raise
         att.waiter = asyncio.get_running_loop().create_future()
-        att.admitted = True
+        att.relay = att.admitted = True
         if att.inner.done():
             self._settled(att)
         else:
@@ -561,7 +562,9 @@ class Pool:
                 self._check_death(att.member, att.proc, exc)
         w = att.waiter
         if w is not None and not w.done():
-            if inner.cancelled():
+            if not att.relay:
+                w.set_result(None)
+            elif inner.cancelled():
                 w.cancel()
             elif exc is not None:
                 w.set_exception(exc)
