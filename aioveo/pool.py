@@ -459,7 +459,7 @@ class Pool:
                         and not self._closing):
                     left -= 1
                     self._n["retried"] += 1
-                    log.info("aioveo: pool: re-running %s on another proc (%s)",
+                    log.info("pool: re-running %s on another proc (%s)",
                              getattr(fn, "name", fn), exc)
                     continue
                 raise exc
@@ -652,7 +652,7 @@ class Pool:
             member.streak = 0
         member.streak += 1
         self._n["deaths"] += 1
-        log.warning("aioveo: pool: the proc on node %d (pid %s) died: %s; evicted, %d of %d "
+        log.warning("pool: the proc on node %d (pid %s) died: %s; evicted, %d of %d "
                     "procs live", member.node, rec.pid if rec else None, reason, self.live_procs,
                     len(self._members))
         member.proc, member.contexts, member.libs = None, [], {}
@@ -686,7 +686,7 @@ class Pool:
     def _buried(self, task: asyncio.Task) -> None:
         self._burying.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
-            log.debug("aioveo: pool: closing a dead proc: %r", task.exception())
+            log.debug("pool: closing a dead proc: %r", task.exception())
 
     @staticmethod
     async def _close_proc(proc: AsyncProc, contexts: list[AsyncContext], owned: bool,
@@ -717,7 +717,7 @@ class Pool:
         while not self._closing:
             delay = self._delay(member.streak)
             if delay:
-                log.info("aioveo: pool: replacing the proc on node %d in %.2f s "
+                log.info("pool: replacing the proc on node %d in %.2f s "
                          "(%d failures in a row)", member.node, delay, member.streak)
                 await asyncio.sleep(delay)
             proc: AsyncProc | None = None
@@ -736,7 +736,7 @@ class Pool:
                 if member.streak >= self.max_failures:
                     self._mark_failed(member)
                     return
-                log.warning("aioveo: pool: replacing the proc on node %d failed (%d failures "
+                log.warning("pool: replacing the proc on node %d failed (%d failures "
                             "in a row): %s", member.node, member.streak, e)
                 continue
             if self._closing:
@@ -746,7 +746,7 @@ class Pool:
             member.replacements += 1
             self._n["replacements"] += 1
             self._last_replacement_s = time.monotonic() - member.died_at
-            log.warning("aioveo: pool: replaced the proc on node %d %.3f s after it died "
+            log.warning("pool: replaced the proc on node %d %.3f s after it died "
                         "(pid %s); %d of %d procs live", member.node, self._last_replacement_s,
                         proc.sync.helper_pid, self.live_procs, len(self._members))
             return
@@ -790,12 +790,12 @@ class Pool:
         member.state = FAILED
         reason = f"{member.streak} failures in a row, the last: {member.reason}"
         self._failed_nodes[member.node] = reason
-        log.error("aioveo: pool: node %d marked failed: %s", member.node, reason)
+        log.error("pool: node %d marked failed: %s", member.node, reason)
         while self._spares and not self._closing:
             node = self._spares.pop(0)
             if node in self._failed_nodes:
                 continue
-            log.warning("aioveo: pool: moving from node %d to the spare node %d",
+            log.warning("pool: moving from node %d to the spare node %d",
                         member.node, node)
             member.node, member.streak, member.reason = node, 0, None
             member.state = REPLACING
@@ -958,7 +958,8 @@ def open_pool(nodes: Iterable[int] | None = None, contexts_per_proc: int = 1, *,
             todo, count, lambda n: open_proc(n, veorun_bin=veorun_bin), _close_now,
             min_count=min_procs)
         if failures:
-            log.warning("aioveo: pool: %s", describe_failures(failures))
+            log.warning("pool: skipped the nodes that could not be opened: %s",
+                        describe_failures(failures))
         try:
             return await Pool.create(
                 [p for _, p in opened], contexts_per_proc, max_in_flight=max_in_flight,
