@@ -88,9 +88,9 @@ def make_requests(n: int, seed: int = 1, bad: float = 0.0,
     rng = random.Random(seed)
     prefix = sieve(LIMIT) if prefix is None else prefix
     out = []
-    for i in range(n):
-        if bad and rng.random() < bad:
-            out.append(BAD[i % len(BAD)][1](rng))
+    for _ in range(n):
+        if bad and rng.random() < bad:          # each kind in turn
+            out.append(BAD[sum(1 for r in out if r.expect != 200) % len(BAD)][1](rng))
         elif rng.random() < 0.5:
             lo = rng.randrange(0, LIMIT - PRIMES_SPAN)
             hi = lo + PRIMES_SPAN
@@ -132,8 +132,10 @@ async def one(session: aiohttp.ClientSession, url: str, req: Req) -> Result:
 
 
 async def run_load(url: str, requests: list[Req], connections: int,
-                   session: aiohttp.ClientSession | None = None) -> list[Result]:
-    """Send `requests` with `connections` workers; results in request order."""
+                   session: aiohttp.ClientSession | None = None,
+                   on_result: Callable[[Result], Any] | None = None) -> list[Result]:
+    """Send `requests` with `connections` workers; results in request order
+    (`on_result` sees each as it comes)."""
     own = session is None
     if session is None:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
@@ -143,7 +145,9 @@ async def run_load(url: str, requests: list[Req], connections: int,
 
     async def worker() -> None:
         for i in todo:
-            results[i] = await one(session, url, requests[i])
+            results[i] = r = await one(session, url, requests[i])
+            if on_result is not None:
+                on_result(r)
 
     try:
         await asyncio.gather(*(worker() for _ in range(connections)))

@@ -125,6 +125,9 @@ class Metrics:
             ("aioveo_pool_deaths_total", "counter", "Procs that died.", s["deaths"]),
             ("aioveo_pool_replacements_total", "counter", "Procs replaced.",
              s["replacements"]),
+            ("aioveo_pool_last_replacement_seconds", "gauge",
+             "From the last death to its replacement serving.",
+             s["last_replacement_s"] or 0),
         ]
         for name, kind, help_, v in pool_metrics:
             out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {v}"]
