@@ -46,8 +46,9 @@ class NodesUnavailableError(VeoError):
 
 def machine_nodes() -> list[int]:
     """The VE nodes of this machine: the emulator's, or the VEs present."""
-    if backend().is_emulator:
-        return list(range(int(emulator_info()["nodes"])))
+    info = emulator_info() if backend().is_emulator else None
+    if info is not None:
+        return list(range(int(info["nodes"])))
     found = set()
     for pattern, rx in (("/dev/veslot*", r"/dev/veslot(\d+)$"), ("/dev/ve*", r"/dev/ve(\d+)$")):
         for path in glob.glob(pattern):
@@ -71,21 +72,16 @@ def candidates(environ: Mapping[str, str] | None = None) -> list[int]:
     env = os.environ if environ is None else environ
     venodelist = env.get("_VENODELIST", "").strip()
     default = env.get("VE_NODE_NUMBER", "").strip()
+    want = _int_list(default, "VE_NODE_NUMBER")[:1] if default else []
     if venodelist:
         physical = _int_list(venodelist, "_VENODELIST")
         order = list(range(len(physical)))
-        if default:
-            want = _int_list(default, "VE_NODE_NUMBER")[:1]
-            if want and want[0] in physical:
-                first = physical.index(want[0])
-                order.remove(first)
-                order.insert(0, first)
+        if want and want[0] in physical:
+            index = physical.index(want[0])
+            order.remove(index)
+            order.insert(0, index)
         return order
-    nodes = machine_nodes()
-    if default:
-        first = _int_list(default, "VE_NODE_NUMBER")[:1]
-        nodes = first + [n for n in nodes if n not in first]
-    return nodes
+    return want + [n for n in machine_nodes() if n not in want]
 
 
 def describe_failures(failures: Iterable[tuple[int, BaseException]]) -> str:

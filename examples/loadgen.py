@@ -82,18 +82,20 @@ BAD: list[tuple[str, Callable[[random.Random], Req]]] = [
 ]
 
 
-def make_requests(n: int, seed: int = 1, bad: float = 0.0,
-                  prefix: np.ndarray | None = None) -> list[Req]:
-    """`n` requests: half /primes, half /stats, `bad` of them malformed."""
+def make_requests(n: int, seed: int = 1, bad: float = 0.0, prefix: np.ndarray | None = None,
+                  kinds: tuple[str, ...] = ("primes", "stats"),
+                  span: int = PRIMES_SPAN) -> list[Req]:
+    """`n` requests of `kinds` (/primes over `span` numbers, /stats),
+    `bad` of them malformed."""
     rng = random.Random(seed)
     prefix = sieve(LIMIT) if prefix is None else prefix
-    out = []
+    out: list[Req] = []
     for _ in range(n):
         if bad and rng.random() < bad:          # each kind in turn
             out.append(BAD[sum(1 for r in out if r.expect != 200) % len(BAD)][1](rng))
-        elif rng.random() < 0.5:
-            lo = rng.randrange(0, LIMIT - PRIMES_SPAN)
-            hi = lo + PRIMES_SPAN
+        elif rng.choice(kinds) == "primes":
+            lo = rng.randrange(0, LIMIT - span)
+            hi = lo + span
             out.append(Req("primes", "POST", "/primes", json.dumps({"lo": lo, "hi": hi}).encode(),
                            check=int(prefix[hi] - prefix[lo])))
         else:
