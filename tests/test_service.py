@@ -234,6 +234,15 @@ def test_a_helper_killed_mid_load_then_sigterm(loop, tmp_path, cache, prefix):
             load_with_a_fault(service, prefix, kill, 1000, bad=0.02))
         check_load(results, m, health)
         assert took is not None and took < 2.0, took
+        # the load generator as a user runs it
+        r = subprocess.run([sys.executable, str(EXAMPLES / "loadgen.py"), "--url", service.url,
+                            "--requests", "200", "--connections", "8", "--bad", "0.1"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert re.search(r"^200 requests over 8 connections in [\d.]+ s: \d+ requests/s$",
+                         r.stdout, re.M), r.stdout
+        assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms", r.stdout)
+        assert "OK: every answer checked" in r.stdout
         helpers += service.helpers()
         out, err = service.stop()
         assert "stopped after" in out
