@@ -360,8 +360,11 @@ async def _kill_round(kernels: str) -> dict[str, float]:
     async with open_pool([0, 1, 2, 3]) as pool:
         nop = await pool.function(kernels, "long nop(void)")
         await asyncio.gather(*(pool.call(nop) for _ in range(100)))
+        pid = pool.procs[3].sync.helper_pid
+        if pid is None:
+            raise RuntimeError("SIGKILL needs the emulator (a helper process per proc)")
         t0 = time.perf_counter()
-        os.kill(pool.procs[3].sync.helper_pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         t_serving = await _replacement_served(pool, nop, t0)
     return {"SIGKILL -> replacement serving, s": t_serving}
 
