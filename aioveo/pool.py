@@ -182,14 +182,14 @@ class _Attempt:
     __slots__ = ("pool", "member", "record", "index", "proc", "t0", "inner", "waiter",
                  "relay", "admitted")
 
-    def __init__(self, pool: "Pool", member: _Member, ctx: AsyncContext,
-                 inner: asyncio.Future) -> None:
+    def __init__(self, pool: "Pool", member: _Member, record: _ProcRecord | None, index: int,
+                 proc: AsyncProc, inner: asyncio.Future, t0: float) -> None:
         self.pool = pool
         self.member = member
-        self.record = member.record
-        self.index = member.contexts.index(ctx)
-        self.proc = ctx.proc
-        self.t0 = time.perf_counter()
+        self.record = record
+        self.index = index
+        self.proc = proc
+        self.t0 = t0
         self.inner = inner
         self.waiter: asyncio.Future | None = None
         self.relay = False         # the waiter gets the outcome (else just None: wake up)
@@ -505,8 +505,10 @@ class Pool:
                 await self._wait_for_proc(deadline)
                 continue
             member = self._member_of[ctx]
-            proc = ctx.proc
+            proc, record = ctx.proc, member.record
+            index = member.contexts.index(ctx)
             vf = fn if isinstance(fn, VeoFunction) else fn.for_proc(proc)
+            t0 = time.perf_counter()
             try:
                 if ctx.in_flight < ctx.max_in_flight:
                     inner = ctx.submit_nowait(vf, *args)
@@ -524,7 +526,7 @@ class Pool:
                 if self._closing or not self._lost(member, proc, e):
                     raise
                 continue
-            return _Attempt(self, member, ctx, inner)
+            return _Attempt(self, member, record, index, proc, inner, t0)
         raise NoProcError(f"no proc of the pool accepted the call: {self._why_no_proc()}")
 
     def _lost(self, member: _Member, proc: AsyncProc, exc: BaseException) -> bool:

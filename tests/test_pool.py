@@ -131,6 +131,24 @@ async def test_in_flight_calls_fail_and_retries_rerun_idempotent_ones(aio_lib):
 
 
 @pytest.mark.asyncio
+async def test_a_call_waiting_for_a_slot_on_a_proc_that_dies_goes_elsewhere(aio_lib):
+    async with aioveo.open_pool([0, 1], max_in_flight=1) as pool:
+        sleep = await pool.function(aio_lib, SLEEP)
+        running = [asyncio.ensure_future(pool.call(sleep, 300)) for _ in range(2)]
+        await asyncio.sleep(0.02)
+        a = pool.contexts[0]
+        waiting = asyncio.ensure_future(pool.call(sleep, 20))     # waits for a's slot
+        await asyncio.sleep(0.02)
+        assert not waiting.done() and a.in_flight == 1
+        os.kill(a.proc.sync.helper_pid, signal.SIGKILL)
+        assert await asyncio.wait_for(waiting, 5) == 20           # never reached the dead VE
+        res = await asyncio.gather(*running, return_exceptions=True)
+        assert sorted(type(r).__name__ for r in res) == ["ProcDeadError", "int"]
+        await pool.settled(2.0)
+        assert pool.stats()["pending"] == 0 and pool.live_procs == 2
+
+
+@pytest.mark.asyncio
 async def test_submit_and_map_keep_working_across_a_death(aio_lib):
     async with aioveo.open_pool([0, 1, 2]) as pool:
         add = await pool.function(aio_lib, ADD, retries=2)
