@@ -948,7 +948,7 @@ def open_pool(nodes: Iterable[int] | None = None, contexts_per_proc: int = 1, *,
     each that failed and why).  ``procs=N``: any N of `nodes` (default: the
     candidates of aioveo.nodes: the scheduler's, else the machine's) that
     open, skipping busy or absent ones; the rest are spares for nodes marked
-    failed later.  ``min_procs``: accept fewer than N.  ``setup(proc)``: an
+    failed later.  Neither: one proc on every candidate.  ``min_procs``: accept fewer than N.  ``setup(proc)``: an
     async function run on every proc, the replacements too.  The healing and
     admission keywords are explained in the module's documentation."""
     async def _open() -> Pool:

@@ -79,6 +79,10 @@ BAD: list[tuple[str, Callable[[random.Random], Req]]] = [
                                   "application/octet-stream", 400)),
     ("strings in data", lambda r: Req("strings in data", "POST", "/stats",
                                       json.dumps({"data": ["1", 2]}).encode(), expect=400)),
+    ("deeply nested JSON", lambda r: Req("deeply nested JSON", "POST", "/primes",
+                                         b"[" * 100_000, expect=400)),
+    ("huge integer", lambda r: Req("huge integer", "POST", "/primes",
+                                   b'{"lo": 0, "hi": 1' + b"0" * 5000 + b"}", expect=400)),
 ]
 
 

@@ -207,6 +207,8 @@ class Service:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise BadRequest(f"the body is not JSON: {e}") from None
+        except RecursionError:
+            raise BadRequest("the body's JSON is nested too deeply") from None
 
     @staticmethod
     def integer(doc: Any, key: str) -> int:
