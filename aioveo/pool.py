@@ -748,7 +748,7 @@ class Pool:
             member.replacements += 1
             self._n["replacements"] += 1
             self._last_replacement_s = time.monotonic() - member.died_at
-            log.warning("pool: replaced the proc on node %d %.3f s after it died "
+            log.info("pool: replaced the proc on node %d %.3f s after it died "
                         "(pid %s); %d of %d procs live", member.node, self._last_replacement_s,
                         proc.sync.helper_pid, self.live_procs, len(self._members))
             return
