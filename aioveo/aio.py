@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 from . import _hub
 from ._core import (
     FORGOTTEN,
+    PENDING,
     VEO_COMMAND_ERROR,
     ClosedError,
     VeoCtxt,
@@ -55,8 +56,9 @@ log = logging.getLogger("aioveo")
 DEFAULT_MAX_IN_FLIGHT = 1024
 
 #: Observers of every request (aioveo.trace subscribes here; they observe,
-#: they never decide): ``submitted(ctx, key, what, nbytes, calls, inline)``
-#: when a request is handed to the VE (`key` identifies it until it ends) and
+#: they never decide): ``submitted(ctx, key, label, nbytes, calls, inline)``
+#: when a request is handed to the VE (`key` identifies it until it ends;
+#: `label` is the VeoFunction, or "read_mem"/"write_mem" for a transfer) and
 #: ``completed(key, status, cancelled)`` when its end is known (`status`: a
 #: VEO_COMMAND_* value, FORGOTTEN, or None for a copy done on the loop thread).
 _observers: list[Any] = []
@@ -183,13 +185,13 @@ class AsyncProc:
         if self._closed:
             return
         self._closed = True
-        what = str(self)
+        name = str(self)
         for ctx in list(self.contexts):
             await ctx.close(cancel=cancel)
         # Closed by an exception: the VE process ends at once (grace 0), not
         # after its running kernels (the core's one closing policy).
         await _in_executor(self.sync.destroy, 0 if cancel else None)
-        log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
+        log.debug("aioveo: closed %s%s", name, " (cancelled)" if cancel else "")
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -306,7 +308,7 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub, what: Any = None, nbytes: Any = None,
+    def _track(self, request: Any, hub: _hub.Hub, label: Any = None, nbytes: Any = None,
                spotted: bool = False) -> asyncio.Future:
         """A future for `request` (a VeoRequest or VeoBatch, its slots taken).
         Alone on the context it may finish at once: peek first (unless the
@@ -316,13 +318,13 @@ class AsyncContext:
         request.owner = self
         if _observers:
             for o in _observers:
-                o.submitted(self, request, what, nbytes, request.slots, False)
+                o.submitted(self, request, label, nbytes, request.slots, False)
         if not spotted and self._in_flight == request.slots:
             done = request.spot(hub.spot_us)
             if done is not None:
                 self._complete(request, *done)
                 return fut
-        hub.watch(request)
+        hub.engine.watch(request)
         return fut
 
     def _complete(self, request: Any, status: int, retval: int) -> None:
@@ -354,12 +356,6 @@ class AsyncContext:
             fut.set_result(result)
 
     # -- calls
-    def _take_slot_nowait(self) -> bool:
-        if self._in_flight < self.max_in_flight and not self._slot_waiters:
-            self._in_flight += 1
-            return True
-        return False
-
     def submit_nowait(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call and return a future of its result, without waiting
         for a slot (raises InFlightLimitError when the bound is reached)."""
@@ -371,21 +367,39 @@ class AsyncContext:
         self._in_flight += 1
         return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
 
+    # submit and call are the hot paths: their steps are written out (the
+    # same as _check, _get_hub and _start, with the slot taken in place) to spare a
+    # Python frame each.
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
-        self._check()
-        hub = self._get_hub()
-        if not self._take_slot_nowait():
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
             await self._acquire()
-        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        return self._track(request, hub, fn)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result.  A call found
         finished on the spot is returned without a future or a hand-off."""
-        self._check()
-        hub = self._get_hub()
-        if not self._take_slot_nowait():
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
             await self._acquire()
         try:
             request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
@@ -393,10 +407,16 @@ class AsyncContext:
             self._release()
             raise
         if self._in_flight == 1 and not _observers:
-            done = request.spot(hub.spot_us)
-            if done is not None:
+            try:
+                result = request.result_within(hub.spot_us)
+            except BaseException:
                 self._release()
-                return request.finish(*done)
+                raise
+            if result is not PENDING:
+                self._in_flight = 0          # the slot back, without a frame
+                if self._slot_waiters or self._idle is not None:
+                    self._release(0)         # wake who waits for it
+                return result
             return await self._track(request, hub, fn, None, True)
         return await self._track(request, hub, fn)
 
@@ -431,14 +451,14 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, what: str, nbytes: Any, make: Callable[..., Any],
+    async def _submit_request(self, label: str, nbytes: Any, make: Callable[..., Any],
                               *args: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
         await self._acquire()
-        return self._start(hub, what, nbytes, make, *args)
+        return self._start(hub, label, nbytes, make, *args)
 
-    def _start(self, hub: _hub.Hub, what: Any, nbytes: Any, make: Callable[..., Any],
+    def _start(self, hub: _hub.Hub, label: Any, nbytes: Any, make: Callable[..., Any],
                *args: Any) -> asyncio.Future:
         """``make(*args)`` on the slot already taken (given back if it fails)."""
         try:
@@ -446,18 +466,24 @@ class AsyncContext:
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub, what, nbytes)
+        return self._track(request, hub, label, nbytes)
 
+    # The rule for every transfer path: a host buffer belongs to the VE from
+    # submission until the transfer is done (its future, or the await).  The
+    # VE may read a source or write a destination at any moment in between
+    # (at once on an idle context, later behind queued work), so the buffer
+    # must not be changed or read until then.
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
-        work; returns a future of its completion (``dst`` is kept alive until
-        then).  ``read_mem`` is this, awaited."""
+        work; returns a future of its completion.  `dst` is kept alive, and
+        may be written at any moment, until the future is done."""
         return await self._submit_request("read_mem", dst if size is None else size,
                                           self.sync.async_read_mem, dst, src, size)
 
     async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
-        future of its completion."""
+        future of its completion.  `src` is kept alive, and may be read at any
+        moment, until the future is done: change it only after that."""
         return await self._submit_request("write_mem", src if size is None else size,
                                           self.sync.async_write_mem, dst, src, size)
 
@@ -477,7 +503,7 @@ class AsyncContext:
             return
         await (await self.submit_write_mem(dst, src, size))
 
-    def _copy_inline(self, what: str, copy: Callable[..., None], *args: Any) -> None:
+    def _copy_inline(self, label: str, copy: Callable[..., None], *args: Any) -> None:
         """A small transfer on a context with nothing queued, copied on the
         loop thread: cheaper than a hand-off, and the order is kept."""
         self._check()
@@ -486,7 +512,7 @@ class AsyncContext:
             return
         key = object()
         for o in _observers:
-            o.submitted(self, key, what, args[-1], 1, True)
+            o.submitted(self, key, label, args[-1], 1, True)
         status: int | None = VEO_COMMAND_ERROR
         try:
             copy(*args)

@@ -21,7 +21,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -105,11 +104,13 @@ def _libs(libs: str | Iterable[str] | None) -> list[str]:
 def _backend_kind(backend: object) -> str:
     """'emulator' or 'vendor' from an explicit choice, else from aioveo._core."""
     if backend is None:
+        from . import _core
         try:
-            from . import _core  # type: ignore[attr-defined]
             backend = _core.backend()
-        except Exception:  # core not built or no libveo: build for the emulator
-            return EMULATOR
+        except ImportError as e:   # no usable libveo, e.g. AIOVEO_LIBVEO names a missing file
+            raise ImportError(f"VeBuild cannot tell which compilers to use (the emulator's or "
+                              f"NEC's): {e}; pass backend='emulator' or backend='vendor' to "
+                              f"choose") from e
     kind = backend if isinstance(backend, str) else getattr(backend, "kind", None)
     if kind not in (EMULATOR, VENDOR):
         raise ValueError(f"backend must be 'emulator' or 'vendor', not {backend!r}")
@@ -117,20 +118,8 @@ def _backend_kind(backend: object) -> str:
 
 
 def _emu_file(name: str) -> Path:
-    """A file of the installed emulator (include dir, libveorun.a).
-
-    Falls back to other ``aioveo/_emu`` directories on sys.path because a
-    source checkout on sys.path shadows the installed package for pure-Python
-    modules but has no built emulator.
-    """
-    first = _paths.EMU_DIR / name
-    if first.exists():
-        return first
-    for entry in sys.path:
-        candidate = Path(entry or ".") / "aioveo" / "_emu" / name
-        if candidate.exists():
-            return candidate.resolve()
-    return first
+    """A file of the installed emulator (include dir, libveorun.a)."""
+    return _paths.EMU_DIR / name
 
 
 def _run(cmd: list[str], cwd: str, verbose: bool, env: dict[str, str] | None = None) -> str:

@@ -18,7 +18,7 @@ started; a loop already running keeps its engine.  The native core reads
 | ``AIOVEO_LIBVEO`` | ``libveo`` | (auto) | the libveo to load: a path, or ``emulator`` |
 | ``AIOVEO_ENGINE`` | ``engine`` | ``poll`` | ``wait``: a thread per context blocked in ``veo_call_wait_result`` |
 | ``AIOVEO_ENGINE_SPIN_US`` | ``engine_spin_us`` | 50 | the poll thread spins this long after activity |
-| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 1000 | its longest sleep between peeks |
+| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 5000 | its longest sleep between peeks (a sleep is also at most 1/8 of the time already waited) |
 | ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
 | ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 64 KiB VE | transfers up to this size on an idle context are copied on the loop thread; 0: never |
 | ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at close or exit before it is ended by force |
@@ -44,7 +44,7 @@ class Settings:
     libveo: str | None = None
     engine: str = "poll"
     engine_spin_us: int = 50
-    engine_max_sleep_us: int = 1000
+    engine_max_sleep_us: int = 5000
     spot_us: float = 20.0
     inline_transfer: int | None = None    # None: the backend's default
     exit_grace: float = 5.0

@@ -352,12 +352,8 @@ def run(args: argparse.Namespace) -> None:
         asyncio.run(main(args))
         return
     import uvloop
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main(args))
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(main(args))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main(args))
 
 
 if __name__ == "__main__":

@@ -11,28 +11,6 @@ import aioveo
 from aioveo import OnStack
 
 
-@pytest.fixture(scope="module")
-def kernels(build_kernel):
-    return build_kernel("core_kernels")
-
-
-@pytest.fixture(scope="module")
-def proc():
-    p = aioveo.VeoProc(0)
-    yield p
-    p.destroy()
-
-
-@pytest.fixture(scope="module")
-def lib(proc, kernels):
-    return proc.load_library(kernels)
-
-
-@pytest.fixture(scope="module")
-def ctx(proc):
-    return proc.open_context()
-
-
 # ---- NumPy scalars are the numbers they stand for -----------------------------------
 @pytest.mark.parametrize("proto, value, want", [
     ("float echo_float(float)", np.float32(1.5), 1.5),

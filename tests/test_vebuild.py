@@ -6,6 +6,8 @@ import os
 import pickle
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -296,6 +298,22 @@ def test_objects_do_not_share_built_files(tmp_path: Path) -> None:
     so_one, so_two = one.build_so(), two.build_so()
     one.realclean()
     assert not os.path.exists(so_one) and os.path.exists(so_two)
+
+
+def test_unusable_libveo_is_reported(tmp_path: Path) -> None:
+    """Without a usable libveo VeBuild cannot choose its compilers: it says why
+    (it used to fall back to the emulator's silently); an explicit backend works."""
+    code = ("from aioveo import VeBuild\n"
+            "print(VeBuild(backend='emulator').backend)\n"
+            "VeBuild().backend\n")
+    env = dict(os.environ, AIOVEO_LIBVEO=str(tmp_path / "no-such-libveo.so"))
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == "emulator\n", r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: VeBuild cannot tell which compilers to use"), r.stderr
+    assert "no-such-libveo.so (AIOVEO_LIBVEO)" in last and "backend='emulator'" in last
+    assert "The above exception was the direct cause" in r.stderr     # the core's error
 
 
 def test_bad_labels_and_no_sources() -> None:
