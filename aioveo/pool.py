@@ -270,6 +270,7 @@ class Pool:
         self._probe: asyncio.Task | None = None
         self._closing = False
         self._closed = False
+        self._done_closing: asyncio.Future | None = None
         self._latency: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._n = dict(completed=0, failed=0, retried=0, rejected=0, timed_out=0, deaths=0,
                        replacements=0)
@@ -499,6 +500,8 @@ class Pool:
     async def _start(self, fn: Any, args: tuple, deadline: float | None) -> _Attempt:
         """Submit on the least-loaded live context; a submission that finds
         its proc dead never reached the VE and goes to another proc."""
+        if self._probe is None:
+            self._start_probe()
         for _ in range(2 * len(self._members) + 2):
             ctx = self._pick()
             if ctx is None:
@@ -886,8 +889,18 @@ class Pool:
         """Stop healing, then close every context (waiting for its calls, or
         failing them with ClosedError when `cancel`) and the pool's procs."""
         if self._closing:
+            if self._done_closing is not None:
+                await asyncio.shield(self._done_closing)   # a second close waits for the first
             return
         self._closing = True
+        self._done_closing = asyncio.get_running_loop().create_future()
+        try:
+            await self._close(cancel)
+        finally:
+            self._closed = True
+            self._done_closing.set_result(None)
+
+    async def _close(self, cancel: bool) -> None:
         tasks = list(self._tasks) + ([self._probe] if self._probe is not None else [])
         for t in tasks:
             t.cancel()
@@ -911,7 +924,6 @@ class Pool:
                              return_exceptions=True)
         for m in self._members:
             m.state = CLOSED if m.state != FAILED else FAILED
-        self._closed = True
 
     async def __aenter__(self) -> "Pool":
         return self

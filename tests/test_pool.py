@@ -359,8 +359,26 @@ async def test_closing_a_pool_stops_healing_and_leaves_no_helper(aio_lib):
     pids = [p.sync.helper_pid for p in pool.procs]
     with pytest.raises(aioveo.VeoException):
         await pool.call(crash)
-    await pool.close()                      # while a replacement may be opening
+    await asyncio.gather(pool.close(), pool.close())   # while a replacement may be opening
     pids += [p["pid"] for p in pool.stats()["procs"] if p["pid"]]
     await until(lambda: all(pid_gone(p) for p in pids), 3.0, "no helper left")
     with pytest.raises(aioveo.ClosedError):
         await pool.call(crash)
+
+
+@pytest.mark.asyncio
+async def test_a_pool_over_the_callers_procs_heals_with_its_own(aio_lib):
+    async with aioveo.open_procs([0, 1]) as procs:
+        pool = await aioveo.Pool.create(procs, heal=True)
+        crash = await pool.function(aio_lib, CRASH)
+        add = await pool.function(aio_lib, ADD)
+        victim = pool.least_loaded().proc
+        with pytest.raises(aioveo.VeoException):
+            await pool.call(crash)
+        await pool.settled(2.0)
+        new = next(p for p in pool.procs if p not in procs)
+        assert await pool.call(add, 1, 2) == 3
+        await pool.close()
+        assert new.closed                                   # the pool's own proc
+        survivor = next(p for p in procs if p is not victim)
+        assert not survivor.closed and not survivor.dead    # the caller's, left open
