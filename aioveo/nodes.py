@@ -141,7 +141,8 @@ async def open_any(nodes: Iterable[int], count: int, open_one: Callable[[int], A
     if len(opened) < need:
         await asyncio.gather(*(close_one(p) for _, p in opened), return_exceptions=True)
         if not failures:
-            raise NodesUnavailableError(f"no VE node to open (wanted {need}; no candidates)", [])
+            raise NodesUnavailableError(f"{len(opened)} candidate nodes for the {need} procs "
+                                        f"wanted", [])
         raise NodesUnavailableError(
             f"could open {len(opened)} of the {need} procs wanted: "
             f"{describe_failures(failures)}", failures)

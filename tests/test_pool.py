@@ -262,6 +262,8 @@ async def test_opening_skips_busy_or_absent_nodes_and_says_why(aio_lib, monkeypa
     monkeypatch.delenv("_VENODELIST")
     async with aioveo.open_procs(count=3) as procs:
         assert [p.nodeid for p in procs] == [0, 1, 2]
+    with pytest.raises(aioveo.NodesUnavailableError, match="2 candidate nodes for the 3 procs"):
+        await aioveo.open_procs([0, 1], count=3)
 
 
 def test_candidates_from_the_scheduler_then_the_machine():
