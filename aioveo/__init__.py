@@ -68,11 +68,10 @@ from ._core import (
 )
 from ._ctype import CTypeError
 from .build import BuildError, VeBuild
-from .aio import (
-    AsyncContext, AsyncProc, InFlightLimitError, Pool, PoolFunction, VEArray,
-    open_pool, open_proc, open_procs,
-)
-from . import settings, trace
+from .aio import AsyncContext, AsyncProc, InFlightLimitError, VEArray, open_proc, open_procs
+from .pool import NoProcError, OverloadedError, Pool, PoolFunction, open_pool
+from .nodes import NodesUnavailableError
+from . import nodes, settings, trace
 
 __version__ = "0.1.0"
 

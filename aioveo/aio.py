@@ -29,6 +29,8 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic,
 if TYPE_CHECKING:
     import numpy as np
 
+    from .pool import PoolFunction
+
 from . import _hub
 from ._core import (
     FORGOTTEN,
@@ -120,6 +122,11 @@ class AsyncProc:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def dead(self) -> bool:
+        """Whether the VE process died under us (a kernel fault, a kill)."""
+        return not self._closed and self.sync._is_dead()
+
     def __str__(self) -> str:
         try:
             ident = f" {self.sync.proc_identifier()}"
@@ -203,21 +210,27 @@ def open_proc(node: int = -1, *, veorun_bin: str | None = None) -> _Opener[Async
     return _Opener(_open)
 
 
-def open_procs(nodes: Iterable[int], *, veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
-    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``."""
-    nodes = list(nodes)
+def open_procs(nodes: Iterable[int] | None = None, *, count: int | None = None,
+               veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
+    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``
+    (exactly these nodes), or ``open_procs(count=4)``: any 4 VEs that open,
+    tried in the order of `nodes` (default: ``aioveo.nodes.candidates()``, the
+    scheduler's nodes, else the machine's).  A node that cannot be opened is
+    skipped for the next; NodesUnavailableError says which failed and why."""
+    from . import nodes as _nodes
 
     async def _open() -> ProcGroup:
-        results = await asyncio.gather(*(open_proc(n, veorun_bin=veorun_bin) for n in nodes),
-                                       return_exceptions=True)
-        procs = [r for r in results if isinstance(r, AsyncProc)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
-            raise errors[0]
-        return ProcGroup(procs)
+        todo = _nodes.candidates() if nodes is None else list(nodes)
+        want = len(todo) if count is None else count
+        opened, _, _ = await _nodes.open_any(
+            todo, want, lambda n: open_proc(n, veorun_bin=veorun_bin), _close_now)
+        return ProcGroup(p for _, p in opened)
 
     return _Opener(_open)
+
+
+async def _close_now(proc: "AsyncProc") -> None:
+    await proc.close(cancel=True)
 
 
 class ProcGroup(list[AsyncProc]):
@@ -581,12 +594,9 @@ class AsyncContext:
 
 def _for_context(fn: "PoolFunction | VeoFunction", ctx: AsyncContext) -> VeoFunction:
     """The VeoFunction to call on `ctx` (a PoolFunction names one per proc)."""
-    if isinstance(fn, PoolFunction):
-        try:
-            return fn.per_proc[ctx.proc]
-        except KeyError:
-            raise ValueError(f"{fn!r} was not resolved in the proc of {ctx!r}") from None
-    return fn
+    if isinstance(fn, VeoFunction):
+        return fn
+    return fn.for_proc(ctx.proc)
 
 
 def _consume(f: asyncio.Future) -> None:
@@ -629,90 +639,5 @@ class VEArray:
         return f"VEArray(shape={self.shape}, dtype={self.dtype}, addr=0x{self.addr:x})"
 
 
-# ---- many VEs ------------------------------------------------------------------
-class PoolFunction:
-    """A function named once and resolved in every proc of a pool."""
-
-    def __init__(self, per_proc: dict[AsyncProc, VeoFunction], name: str) -> None:
-        self.per_proc = per_proc
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"PoolFunction({self.name!r}, procs={len(self.per_proc)})"
-
-
-class Pool:
-    """Contexts of several procs; calls go to the least-loaded context."""
-
-    def __init__(self, procs: list[AsyncProc], contexts: list[AsyncContext],
-                 owns_procs: bool) -> None:
-        self.procs = procs
-        self.contexts = contexts
-        self._owns = owns_procs
-
-    @classmethod
-    async def create(cls, procs: list[AsyncProc], contexts_per_proc: int = 1, *,
-                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, owns_procs: bool = False) -> "Pool":
-        contexts = []
-        for p in procs:
-            for _ in range(contexts_per_proc):
-                contexts.append(await p.open_context(max_in_flight=max_in_flight))
-        return cls(list(procs), contexts, owns_procs)
-
-    async def function(self, library: str | os.PathLike, prototype: str) -> PoolFunction:
-        """Load `library` in every proc and find `prototype` (a C prototype
-        like ``"double dot(double *, double *, long)"`` or a bare name) in each."""
-        libs = await asyncio.gather(*(p.load_library(library) for p in self.procs))
-        per_proc = {p: lib.find_function(prototype) for p, lib in zip(self.procs, libs)}
-        return PoolFunction(per_proc, prototype)
-
-    def least_loaded(self) -> AsyncContext:
-        return min(self.contexts, key=lambda c: c.in_flight)
-
-    async def submit(self, fn: PoolFunction | VeoFunction, *args: Any) -> asyncio.Future:
-        ctx = self.least_loaded()
-        return await ctx.submit(_for_context(fn, ctx), *args)
-
-    async def call(self, fn: PoolFunction | VeoFunction, *args: Any) -> Any:
-        return await (await self.submit(fn, *args))
-
-    async def map(self, fn: PoolFunction | VeoFunction,
-                  arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
-        """Spread calls over all contexts in contiguous slices; results in order."""
-        todo = list(arg_tuples)
-        k = len(self.contexts)
-        slices = [todo[i * len(todo) // k:(i + 1) * len(todo) // k] for i in range(k)]
-        parts = await asyncio.gather(*(c.map(_for_context(fn, c), s)
-                                       for c, s in zip(self.contexts, slices) if s))
-        return [r for part in parts for r in part]
-
-    async def close(self, *, cancel: bool = False) -> None:
-        await asyncio.gather(*(c.close(cancel=cancel) for c in self.contexts),
-                             return_exceptions=True)
-        if self._owns:
-            await asyncio.gather(*(p.close(cancel=cancel) for p in self.procs),
-                                 return_exceptions=True)
-
-    async def __aenter__(self) -> "Pool":
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close(cancel=exc_type is not None)
-
-
-def open_pool(nodes: Iterable[int], contexts_per_proc: int = 1, *,
-              max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener[Pool]:
-    """Open procs on `nodes` and a pool over their contexts:
-    ``async with open_pool([0, 1, 2, 3], contexts_per_proc=2) as pool``."""
-
-    async def _open() -> Pool:
-        procs = await open_procs(nodes)
-        try:
-            return await Pool.create(list(procs), contexts_per_proc, max_in_flight=max_in_flight,
-                                     owns_procs=True)
-        except BaseException:
-            await procs.close()
-            raise
-
-    return _Opener(_open)
+# The pool moved to aioveo.pool; these names stay importable from here.
+from .pool import Pool, PoolFunction, open_pool  # noqa: E402  (it imports this module)

@@ -22,6 +22,7 @@ started; a loop already running keeps its engine.  The native core reads
 | ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
 | ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 64 KiB VE | transfers up to this size on an idle context are copied on the loop thread; 0: never |
 | ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at close or exit before it is ended by force |
+| ``AIOVEO_POOL_PROBE_MS`` | ``pool_probe_ms`` | 100 | a pool checks its procs are alive this often (0: only when calls fail) |
 """
 from __future__ import annotations
 
@@ -47,11 +48,13 @@ class Settings:
     spot_us: float = 20.0
     inline_transfer: int | None = None    # None: the backend's default
     exit_grace: float = 5.0
+    pool_probe_ms: float = 100.0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
-        for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace"):
+        for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace",
+                     "pool_probe_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if self.inline_transfer is not None and self.inline_transfer < 0:
@@ -75,6 +78,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "AIOVEO_SPOT_US": ("spot_us", float),
     "AIOVEO_INLINE_TRANSFER": ("inline_transfer", int),
     "AIOVEO_EXIT_GRACE": ("exit_grace", float),
+    "AIOVEO_POOL_PROBE_MS": ("pool_probe_ms", float),
 }
 
 
