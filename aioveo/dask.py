@@ -37,7 +37,8 @@ from typing import Any, Iterable, Sequence
 from distributed import LocalCluster, Nanny, WorkerPlugin, get_worker
 
 from . import _core
-from .aio import DEFAULT_MAX_IN_FLIGHT, Pool, PoolFunction, open_pool
+from .aio import DEFAULT_MAX_IN_FLIGHT
+from .pool import Pool, PoolFunction, open_pool
 
 __all__ = ["VEPlugin", "LocalVECluster", "current_pool", "function", "ve_environment",
            "host_nodes", "run_workers", "cli"]

@@ -33,7 +33,7 @@ async def daxpy_block(x: np.ndarray, y: np.ndarray, a: float, library: str) -> n
     vx = await ctx.to_ve(x)
     vy = await ctx.to_ve(y)
     try:
-        await ctx.call(fn.per_proc[ctx.proc], x.size, a, vx, vy)
+        await ctx.call(fn.for_proc(ctx.proc), x.size, a, vx, vy)
         return await ctx.from_ve(vy)
     finally:
         await vx.free()
