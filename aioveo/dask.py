@@ -85,9 +85,12 @@ class VEPlugin(WorkerPlugin):
         pool = self.pool
         if pool is None:
             return {}
-        return {"procs": len(pool.procs),
-                "contexts": len(pool.contexts),
-                "in_flight": sum(c.in_flight for c in pool.contexts),
+        stats = pool.stats()
+        return {"procs": len(pool.procs), "live_procs": stats["live_procs"],
+                "contexts": len(pool.contexts), "in_flight": stats["in_flight"],
+                "completed": stats["completed"], "failed": stats["failed"],
+                "deaths": stats["deaths"], "replacements": stats["replacements"],
+                "failed_nodes": len(stats["failed_nodes"]),
                 "nodes": [p.nodeid for p in pool.procs]}
 
     async def function(self, library: str | os.PathLike[str], prototype: str) -> PoolFunction:

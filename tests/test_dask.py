@@ -116,6 +116,12 @@ async def test_async_tasks_on_two_in_process_ve_workers(aio_lib):
         # a VE fault fails that task only, with aioveo's exception at the client
         with pytest.raises(aioveo.VeoException):
             await client.submit(_crash, aio_lib, workers=[w1.address], pure=False)
+        # ... and the worker's pool heals: its next tasks run on a new VE process
+        await w1.plugins["aioveo"].pool.settled(10)
+        assert (await client.submit(_node_and_sum, aio_lib, 5, workers=[w1.address],
+                                    pure=False)) == (1, 6)
+        m = w1.plugins["aioveo"].metrics()
+        assert m["deaths"] == 1 and m["replacements"] == 1 and m["live_procs"] == 1
         assert (await client.submit(_node_and_sum, aio_lib, 1, workers=[w0.address],
                                     pure=False)) == (0, 2)
         pids = [p.sync.helper_pid for w in (w0, w1) for p in w.plugins["aioveo"].pool.procs]
