@@ -321,13 +321,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", add_help=False,
                    help="measure call latency, throughput, bandwidth and CPU on this machine "
                         "(python -m aioveo bench --help)")
+    sub.add_parser("dask-worker", add_help=False,
+                   help="start one Dask worker per VE of this host against a scheduler, as "
+                        "`dask ve worker` does (needs aioveo[dask]; "
+                        "python -m aioveo dask-worker --help)")
     return parser
+
+
+def _dask_worker(argv: list[str]) -> int:
+    try:
+        from .dask import main as dask_main
+    except ImportError as e:
+        print(f"aioveo dask-worker needs Dask distributed: pip install \"aioveo[dask]\" ({e})",
+              file=sys.stderr)
+        return 2
+    return dask_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
+    if argv and argv[0] == "dask-worker":
+        return _dask_worker(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

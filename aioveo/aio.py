@@ -28,9 +28,12 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic,
 if TYPE_CHECKING:
     import numpy as np
 
-from . import _hub, memory
+    from .pool import PoolFunction
+
+from . import _hub
 from ._core import (
     FORGOTTEN,
+    PENDING,
     VEO_COMMAND_ERROR,
     VEO_COMMAND_OK,
     ClosedError,
@@ -41,8 +44,8 @@ from ._core import (
     VeoLibrary,
     VeoProc,
     VEMemPtr,
-    _array_layout,
     _array_from_block,
+    _array_layout,
     _fences,
     _pool_blocks,
     _pool_blocks_batch,
@@ -61,8 +64,9 @@ log = logging.getLogger("aioveo")
 DEFAULT_MAX_IN_FLIGHT = 1024
 
 #: Observers of every request (aioveo.trace subscribes here; they observe,
-#: they never decide): ``submitted(ctx, key, what, nbytes, calls, inline)``
-#: when a request is handed to the VE (`key` identifies it until it ends) and
+#: they never decide): ``submitted(ctx, key, label, nbytes, calls, inline)``
+#: when a request is handed to the VE (`key` identifies it until it ends;
+#: `label` is the VeoFunction, or "read_mem"/"write_mem" for a transfer) and
 #: ``completed(key, status, cancelled)`` when its end is known (`status`: a
 #: VEO_COMMAND_* value, FORGOTTEN, or None for a copy done on the loop thread).
 _observers: list[Any] = []
@@ -146,6 +150,11 @@ class AsyncProc:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def dead(self) -> bool:
+        """Whether the VE process died under us (a kernel fault, a kill)."""
+        return not self._closed and self.sync._is_dead()
 
     def __str__(self) -> str:
         try:
@@ -236,12 +245,12 @@ class AsyncProc:
         if self._closed:
             return
         self._closed = True
-        what = str(self)
+        name = str(self)
         for ctx in list(self.contexts):
             await ctx.close(cancel=cancel)
         pool = self._memory
         if pool is not None and not pool.closed and not cancel:
-            pool._warn_leaks(f"closing {what}")
+            pool._warn_leaks(f"closing {name}")
         # Closed by an exception: the VE process ends at once (grace 0), not
         # after its running kernels (the core's one closing policy).
         try:
@@ -249,7 +258,7 @@ class AsyncProc:
         finally:
             if pool is not None:
                 pool._invalidate()   # its memory went with the VE process
-        log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
+        log.debug("aioveo: closed %s%s", name, " (cancelled)" if cancel else "")
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -268,21 +277,27 @@ def open_proc(node: int = -1, *, veorun_bin: str | None = None) -> _Opener[Async
     return _Opener(_open)
 
 
-def open_procs(nodes: Iterable[int], *, veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
-    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``."""
-    nodes = list(nodes)
+def open_procs(nodes: Iterable[int] | None = None, *, count: int | None = None,
+               veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
+    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``
+    (exactly these nodes), or ``open_procs(count=4)``: any 4 VEs that open,
+    tried in the order of `nodes` (default: ``aioveo.nodes.candidates()``, the
+    scheduler's nodes, else the machine's).  A node that cannot be opened is
+    skipped for the next; NodesUnavailableError says which failed and why."""
+    from . import nodes as _nodes
 
     async def _open() -> ProcGroup:
-        results = await asyncio.gather(*(open_proc(n, veorun_bin=veorun_bin) for n in nodes),
-                                       return_exceptions=True)
-        procs = [r for r in results if isinstance(r, AsyncProc)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
-            raise errors[0]
-        return ProcGroup(procs)
+        todo = _nodes.candidates() if nodes is None else list(nodes)
+        want = len(todo) if count is None else count
+        opened, _, _ = await _nodes.open_any(
+            todo, want, lambda n: open_proc(n, veorun_bin=veorun_bin), _close_now)
+        return ProcGroup(p for _, p in opened)
 
     return _Opener(_open)
+
+
+async def _close_now(proc: "AsyncProc") -> None:
+    await proc.close(cancel=True)
 
 
 class ProcGroup(list[AsyncProc]):
@@ -363,7 +378,7 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub, what: Any = None, nbytes: Any = None,
+    def _track(self, request: Any, hub: _hub.Hub, label: Any = None, nbytes: Any = None,
                spotted: bool = False) -> asyncio.Future:
         """A future for `request` (a VeoRequest or VeoBatch, its slots taken).
         Alone on the context it may finish at once: peek first (unless the
@@ -373,13 +388,13 @@ class AsyncContext:
         request.owner = self
         if _observers:
             for o in _observers:
-                o.submitted(self, request, what, nbytes, request.slots, False)
+                o.submitted(self, request, label, nbytes, request.slots, False)
         if not spotted and self._in_flight == request.slots:
             done = request.spot(hub.spot_us)
             if done is not None:
                 self._complete(request, *done)
                 return fut
-        hub.watch(request)
+        hub.engine.watch(request)
         return fut
 
     def _complete(self, request: Any, status: int, retval: int) -> None:
@@ -415,12 +430,6 @@ class AsyncContext:
             fut.set_result(result)
 
     # -- calls
-    def _take_slot_nowait(self) -> bool:
-        if self._in_flight < self.max_in_flight and not self._slot_waiters:
-            self._in_flight += 1
-            return True
-        return False
-
     def submit_nowait(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call and return a future of its result, without waiting
         for a slot (raises InFlightLimitError when the bound is reached)."""
@@ -437,27 +446,47 @@ class AsyncContext:
         self._in_flight += 1
         return self._start(hub, fn, blocks, _for_context(fn, self), self.sync, *args)
 
+    # submit and call are the hot paths: their steps are written out (the
+    # same as _check, _get_hub and _start, with the slot taken in place) to spare a
+    # Python frame each.
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
-        self._check()
-        hub = self._get_hub()
-        blocks = _pool_blocks(args)
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        blocks = _pool_blocks(args)    # pool memory: its uses are recorded
         if blocks is not None:
             await _await_fences(blocks, self)
-        if not self._take_slot_nowait():
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
             await self._acquire()
-        return self._start(hub, fn, blocks, _for_context(fn, self), self.sync, *args)
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        return self._track(request, hub, fn)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
         """Call a VE function and return its converted result.  A call found
         finished on the spot is returned without a future or a hand-off."""
-        self._check()
-        hub = self._get_hub()
-        blocks = _pool_blocks(args)
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        blocks = _pool_blocks(args)    # pool memory: its uses are recorded
         if blocks is not None:
             await _await_fences(blocks, self)
-        if not self._take_slot_nowait():
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
             await self._acquire()
         try:
             request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
@@ -467,14 +496,22 @@ class AsyncContext:
         if blocks is not None:
             _record_uses(blocks, self._mem or _ctx_mem(self), request)
         if self._in_flight == 1 and not _observers:
-            done = request.spot(hub.spot_us)
-            if done is not None:
+            try:
+                result = request.result_within(hub.spot_us)
+            except BaseException:
                 self._release()
                 if self._mem is not None:
                     self._mem.completed(request)
-                if done[0] != VEO_COMMAND_OK and self.proc.sync._is_dead():
+                if self.proc.sync._is_dead():
                     self.proc._died()
-                return request.finish(*done)
+                raise
+            if result is not PENDING:
+                if self._mem is not None:
+                    self._mem.completed(request)
+                self._in_flight = 0          # the slot back, without a frame
+                if self._slot_waiters or self._idle is not None:
+                    self._release(0)         # wake who waits for it
+                return result
             return await self._track(request, hub, fn, None, True)
         return await self._track(request, hub, fn)
 
@@ -514,7 +551,7 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, what: str, nbytes: Any, ve: Any, make: Callable[..., Any],
+    async def _submit_request(self, label: str, nbytes: Any, ve: Any, make: Callable[..., Any],
                               *args: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
@@ -522,12 +559,13 @@ class AsyncContext:
         if blocks is not None:
             await _await_fences(blocks, self)
         await self._acquire()
-        return self._start(hub, (what, nbytes), blocks, make, *args)
+        return self._start(hub, (label, nbytes), blocks, make, *args)
 
-    def _start(self, hub: _hub.Hub, what: Any, blocks: list | None, make: Callable[..., Any],
+    def _start(self, hub: _hub.Hub, label: Any, blocks: list | None, make: Callable[..., Any],
                *args: Any) -> asyncio.Future:
         """``make(*args)`` on the slot already taken (given back if it fails);
-        `what` names it for observers (a function, or (transfer name, bytes))."""
+        `label` names it for observers (a function, or (transfer name, bytes));
+        `blocks` are the pool blocks it uses."""
         try:
             request = make(*args)
         except BaseException:
@@ -535,20 +573,26 @@ class AsyncContext:
             raise
         if blocks is not None:
             _record_uses(blocks, self._mem or _ctx_mem(self), request)
-        if type(what) is tuple:
-            return self._track(request, hub, what[0], what[1])
-        return self._track(request, hub, what, None)
+        if type(label) is tuple:
+            return self._track(request, hub, label[0], label[1])
+        return self._track(request, hub, label, None)
 
+    # The rule for every transfer path: a host buffer belongs to the VE from
+    # submission until the transfer is done (its future, or the await).  The
+    # VE may read a source or write a destination at any moment in between
+    # (at once on an idle context, later behind queued work), so the buffer
+    # must not be changed or read until then.
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
-        work; returns a future of its completion (``dst`` is kept alive until
-        then).  ``read_mem`` is this, awaited."""
+        work; returns a future of its completion.  `dst` is kept alive, and
+        may be written at any moment, until the future is done."""
         return await self._submit_request("read_mem", dst if size is None else size, src,
                                           self.sync.async_read_mem, dst, src, size)
 
     async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
-        future of its completion."""
+        future of its completion.  `src` is kept alive, and may be read at any
+        moment, until the future is done: change it only after that."""
         return await self._submit_request("write_mem", src if size is None else size, dst,
                                           self.sync.async_write_mem, dst, src, size)
 
@@ -570,7 +614,7 @@ class AsyncContext:
             return
         await (await self.submit_write_mem(dst, src, size))
 
-    def _copy_inline(self, what: str, copy: Callable[..., None], *args: Any) -> None:
+    def _copy_inline(self, label: str, copy: Callable[..., None], *args: Any) -> None:
         """A small transfer on a context with nothing queued, copied on the
         loop thread: cheaper than a hand-off, and the order is kept."""
         self._check()
@@ -579,7 +623,7 @@ class AsyncContext:
             return
         key = object()
         for o in _observers:
-            o.submitted(self, key, what, args[-1], 1, True)
+            o.submitted(self, key, label, args[-1], 1, True)
         status: int | None = VEO_COMMAND_ERROR
         try:
             copy(*args)
@@ -702,12 +746,9 @@ class AsyncContext:
 
 def _for_context(fn: "PoolFunction | VeoFunction", ctx: AsyncContext) -> VeoFunction:
     """The VeoFunction to call on `ctx` (a PoolFunction names one per proc)."""
-    if isinstance(fn, PoolFunction):
-        try:
-            return fn.per_proc[ctx.proc]
-        except KeyError:
-            raise ValueError(f"{fn!r} was not resolved in the proc of {ctx!r}") from None
-    return fn
+    if isinstance(fn, VeoFunction):
+        return fn
+    return fn.for_proc(ctx.proc)
 
 
 def _consume(f: asyncio.Future) -> None:
@@ -742,90 +783,5 @@ async def _await_fences(blocks: list | None, ctx: AsyncContext | None) -> None:
         await fut
 
 
-# ---- many VEs ------------------------------------------------------------------
-class PoolFunction:
-    """A function named once and resolved in every proc of a pool."""
-
-    def __init__(self, per_proc: dict[AsyncProc, VeoFunction], name: str) -> None:
-        self.per_proc = per_proc
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"PoolFunction({self.name!r}, procs={len(self.per_proc)})"
-
-
-class Pool:
-    """Contexts of several procs; calls go to the least-loaded context."""
-
-    def __init__(self, procs: list[AsyncProc], contexts: list[AsyncContext],
-                 owns_procs: bool) -> None:
-        self.procs = procs
-        self.contexts = contexts
-        self._owns = owns_procs
-
-    @classmethod
-    async def create(cls, procs: list[AsyncProc], contexts_per_proc: int = 1, *,
-                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, owns_procs: bool = False) -> "Pool":
-        contexts = []
-        for p in procs:
-            for _ in range(contexts_per_proc):
-                contexts.append(await p.open_context(max_in_flight=max_in_flight))
-        return cls(list(procs), contexts, owns_procs)
-
-    async def function(self, library: str | os.PathLike, prototype: str) -> PoolFunction:
-        """Load `library` in every proc and find `prototype` (a C prototype
-        like ``"double dot(double *, double *, long)"`` or a bare name) in each."""
-        libs = await asyncio.gather(*(p.load_library(library) for p in self.procs))
-        per_proc = {p: lib.find_function(prototype) for p, lib in zip(self.procs, libs)}
-        return PoolFunction(per_proc, prototype)
-
-    def least_loaded(self) -> AsyncContext:
-        return min(self.contexts, key=lambda c: c.in_flight)
-
-    async def submit(self, fn: PoolFunction | VeoFunction, *args: Any) -> asyncio.Future:
-        ctx = self.least_loaded()
-        return await ctx.submit(_for_context(fn, ctx), *args)
-
-    async def call(self, fn: PoolFunction | VeoFunction, *args: Any) -> Any:
-        return await (await self.submit(fn, *args))
-
-    async def map(self, fn: PoolFunction | VeoFunction,
-                  arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
-        """Spread calls over all contexts in contiguous slices; results in order."""
-        todo = list(arg_tuples)
-        k = len(self.contexts)
-        slices = [todo[i * len(todo) // k:(i + 1) * len(todo) // k] for i in range(k)]
-        parts = await asyncio.gather(*(c.map(_for_context(fn, c), s)
-                                       for c, s in zip(self.contexts, slices) if s))
-        return [r for part in parts for r in part]
-
-    async def close(self, *, cancel: bool = False) -> None:
-        await asyncio.gather(*(c.close(cancel=cancel) for c in self.contexts),
-                             return_exceptions=True)
-        if self._owns:
-            await asyncio.gather(*(p.close(cancel=cancel) for p in self.procs),
-                                 return_exceptions=True)
-
-    async def __aenter__(self) -> "Pool":
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close(cancel=exc_type is not None)
-
-
-def open_pool(nodes: Iterable[int], contexts_per_proc: int = 1, *,
-              max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener[Pool]:
-    """Open procs on `nodes` and a pool over their contexts:
-    ``async with open_pool([0, 1, 2, 3], contexts_per_proc=2) as pool``."""
-
-    async def _open() -> Pool:
-        procs = await open_procs(nodes)
-        try:
-            return await Pool.create(list(procs), contexts_per_proc, max_in_flight=max_in_flight,
-                                     owns_procs=True)
-        except BaseException:
-            await procs.close()
-            raise
-
-    return _Opener(_open)
+# The pool moved to aioveo.pool; these names stay importable from here.
+from .pool import Pool, PoolFunction, open_pool  # noqa: E402  (it imports this module)

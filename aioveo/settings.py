@@ -18,10 +18,11 @@ started; a loop already running keeps its engine.  The native core reads
 | ``AIOVEO_LIBVEO`` | ``libveo`` | (auto) | the libveo to load: a path, or ``emulator`` |
 | ``AIOVEO_ENGINE`` | ``engine`` | ``poll`` | ``wait``: a thread per context blocked in ``veo_call_wait_result`` |
 | ``AIOVEO_ENGINE_SPIN_US`` | ``engine_spin_us`` | 50 | the poll thread spins this long after activity |
-| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 1000 | its longest sleep between peeks |
+| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 5000 | its longest sleep between peeks (a sleep is also at most 1/8 of the time already waited) |
 | ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
 | ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 64 KiB VE | transfers up to this size on an idle context are copied on the loop thread; 0: never |
 | ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at close or exit before it is ended by force |
+| ``AIOVEO_POOL_PROBE_MS`` | ``pool_probe_ms`` | 100 | a pool checks its procs are alive this often (0: only when calls fail) |
 | ``AIOVEO_MEMPOOL`` | ``mempool`` | ``1`` | VE memory of the asyncio API: ``1`` a caching pool per proc, ``0`` one ``veo_alloc_mem`` per block, ``debug`` as ``0`` plus poisoned frees and allocation sites (read when a proc's pool is made) |
 """
 from __future__ import annotations
@@ -45,10 +46,11 @@ class Settings:
     libveo: str | None = None
     engine: str = "poll"
     engine_spin_us: int = 50
-    engine_max_sleep_us: int = 1000
+    engine_max_sleep_us: int = 5000
     spot_us: float = 20.0
     inline_transfer: int | None = None    # None: the backend's default
     exit_grace: float = 5.0
+    pool_probe_ms: float = 100.0
     mempool: str = "1"
 
     def __post_init__(self) -> None:
@@ -56,7 +58,8 @@ class Settings:
             raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
         if self.mempool not in MEMPOOL_MODES:
             raise ValueError(f"mempool must be one of {MEMPOOL_MODES}, not {self.mempool!r}")
-        for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace"):
+        for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace",
+                     "pool_probe_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if self.inline_transfer is not None and self.inline_transfer < 0:
@@ -80,6 +83,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "AIOVEO_SPOT_US": ("spot_us", float),
     "AIOVEO_INLINE_TRANSFER": ("inline_transfer", int),
     "AIOVEO_EXIT_GRACE": ("exit_grace", float),
+    "AIOVEO_POOL_PROBE_MS": ("pool_probe_ms", float),
     "AIOVEO_MEMPOOL": ("mempool", str),
 }
 

@@ -135,14 +135,14 @@ class Recorder:
         self._proc_ids[id(proc)] = (weakref.ref(proc), pid)
         return pid
 
-    def _new(self, ctx: aio.AsyncContext, what: Any, nbytes: Any, calls: int,
+    def _new(self, ctx: aio.AsyncContext, label: Any, nbytes: Any, calls: int,
              inline: bool = False) -> Request:
         t = _clock() - self.t0
         pid, tid = self._ids(ctx)
-        if isinstance(what, str):
-            name = what
+        if isinstance(label, str):
+            name = label
         else:
-            name = getattr(what, "name", None) or repr(what)
+            name = getattr(label, "name", None) or repr(label)
         if nbytes is None:
             nbytes = 0
         elif not isinstance(nbytes, int):   # a host buffer whose size was not given
@@ -152,12 +152,12 @@ class Recorder:
         return req
 
     # ---- the observer hooks (aioveo.aio calls them on the loop thread) -------------
-    def submitted(self, ctx: aio.AsyncContext, key: Any, what: Any, nbytes: Any, calls: int,
+    def submitted(self, ctx: aio.AsyncContext, key: Any, label: Any, nbytes: Any, calls: int,
                   inline: bool) -> None:
         """A request was handed to the VE (or, `inline`, is being copied on the
         loop thread); `key` names it until ``completed``."""
         if self.stopped is None:
-            self._open[id(key)] = self._new(ctx, what, nbytes, calls, inline)
+            self._open[id(key)] = self._new(ctx, label, nbytes, calls, inline)
 
     def memory_sample(self, proc: aio.AsyncProc, used: int, cached: int, pending: int) -> None:
         """A proc's memory pool changed (called by aioveo.memory)."""

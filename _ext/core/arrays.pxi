@@ -172,7 +172,7 @@ cdef class VEArray:
         p.addr = self.ptr.addr + offset
         p.size = n
         p.block = self.ptr.block
-        p.freed = self.ptr.freed
+        p.freed_ = self.ptr.freed_
         return VEArray._make(self.ctx, p, shape, dtype, self.base if self.base is not None else self)
 
     def __getitem__(self, key):

@@ -53,13 +53,18 @@ cdef class VEMemPtr:
     cdef readonly uint64_t addr
     cdef readonly size_t size
     cdef readonly object proc
-    cdef readonly bint freed     # set by free_mem: using it again is an error
+    cdef bint freed_             # set by free_mem: using it again is an error
     cdef readonly object block   # the memory pool's PoolBlock it lies in, or None
 
     def __init__(self, proc, uint64_t addr, size_t size=0):
         self.proc = proc
         self.addr = addr
         self.size = size
+
+    @property
+    def freed(self):
+        """Freed (``free_mem``, or its pool block was freed): using it raises ClosedError."""
+        return _ptr_freed(self)
 
     def __index__(self):
         return self.addr
@@ -73,7 +78,7 @@ cdef class VEMemPtr:
             raise ValueError(f"offset {off} is outside the {self.size}-byte allocation")
         cdef VEMemPtr r = VEMemPtr(self.proc, self.addr + off, self.size - off if self.size else 0)
         r.block = self.block
-        r.freed = self.freed
+        r.freed_ = self.freed_
         return r
 
     def __radd__(self, offset):
@@ -95,7 +100,7 @@ cdef class VEMemPtr:
 
 cdef inline bint _ptr_freed(VEMemPtr p) noexcept:
     """Freed itself (free_mem), or its pool block was freed (or its proc's pool closed)."""
-    return p.freed or (p.block is not None and (<PoolBlock>p.block)._dead())
+    return p.freed_ or (p.block is not None and (<PoolBlock>p.block)._dead())
 
 
 cdef uint64_t _ve_addr(object proc, object ptr, str arg_name, size_t need) except? 0:

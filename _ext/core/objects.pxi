@@ -35,7 +35,7 @@ cdef class VeoFunction:
         PyMem_Free(self.psize)
 
     def args_type(self, *types):
-        """Declare the C types of the arguments ("int", "double", "char *", ...)."""
+        """Declare the C types of the arguments (``"int"``, ``"double"``, ``"char *"``, ...)."""
         from ._ctype import parse_type
         parsed = [parse_type(t) for t in types]
         if len(parsed) == 1 and parsed[0].kind == "void":
@@ -161,30 +161,35 @@ cdef class VeoFunction:
         if b.ids == NULL or b.args == NULL:
             raise MemoryError()
         cdef list keep = []
-        cdef veo_args *a
-        cdef uint64_t rid
-        for i in range(n):
+        cdef Py_ssize_t built = 0, sent = 0
+        for i in range(n):   # every call's arguments first, with the GIL
             t = todo[i]
             try:
                 if type(t) is not tuple:
                     t = tuple(t)
                 self._check_call(ctx, len(<tuple>t))
-                a = self._build_args(<tuple>t, keep)
+                b.args[i] = self._build_args(<tuple>t, keep)
             except BaseException as e:
-                b.keep = keep
-                e.add_note(f"{self.name}: in call {i} of the batch, arguments {t!r:.200}"
-                           + (f"; the {i} calls before it were submitted" if i else ""))
-                raise   # b, dropped, hands the submitted calls to the context
-            rid = self._submit(h, a)
-            if rid == VEO_REQUEST_ID_INVALID:
-                api.args_free(a)
-                b.keep = keep
-                _fail(f"{self.name}: veo_call_async failed (call {i} of the batch)",
-                      "veo_call_async", None, None, ctx)
-            b.ids[i] = rid
-            b.args[i] = a
-            b.n = i + 1
+                e.add_note(f"{self.name}: in call {i} of the batch, arguments {t!r:.200}; "
+                           f"no call of the batch was submitted")
+                for i in range(built):
+                    api.args_free(b.args[i])
+                raise
+            built += 1
+        cdef uint64_t addr = self.addr
+        with nogil:          # then all submissions in one go, without it
+            while sent < n:
+                b.ids[sent] = api.call_async(h, addr, b.args[sent])
+                if b.ids[sent] == VEO_REQUEST_ID_INVALID:
+                    break
+                sent += 1
+        b.n = sent
         b.keep = keep if keep else None
+        if sent < n:
+            for i in range(sent, n):
+                api.args_free(b.args[i])
+            _fail(f"{self.name}: veo_call_async failed (call {sent} of the batch)",
+                  "veo_call_async", None, None, ctx)
         return b
 
 
@@ -589,7 +594,7 @@ cdef class VeoProc:
         if rc != 0:
             _fail(f"cannot free VE memory at 0x{addr:x}", "veo_free_mem", rc, self)
         if type(ptr) is VEMemPtr:
-            (<VEMemPtr>ptr).freed = True
+            (<VEMemPtr>ptr).freed_ = True
 
     cdef int _copy(self, bint to_ve, object host, object ve_addr, object size) except -1:
         """Copy between the host buffer `host` and VE memory, synchronously."""
