@@ -446,7 +446,19 @@ class AsyncContext:
         self._in_flight += 1
         return self._start(hub, fn, blocks, _for_context(fn, self), self.sync, *args)
 
-    # submit and call are the hot paths: their steps are written out (the
+    def _submit_call(self, fn: Any, args: tuple, blocks: Any) -> Any:
+        """``fn(*args)`` submitted on the slot already taken (given back if
+        it fails); the uses of pool memory among `args` are recorded."""
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        return request
+
+    # submit and call are the hot paths: their first steps are written out (the
     # same as _check, _get_hub and _start, with the slot taken in place) to spare a
     # Python frame each.
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
@@ -464,13 +476,7 @@ class AsyncContext:
             self._in_flight += 1
         else:
             await self._acquire()
-        try:
-            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
-        except BaseException:
-            self._release()
-            raise
-        if blocks is not None:
-            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        request = self._submit_call(fn, args, blocks)
         return self._track(request, hub, fn)
 
     async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
@@ -488,13 +494,7 @@ class AsyncContext:
             self._in_flight += 1
         else:
             await self._acquire()
-        try:
-            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
-        except BaseException:
-            self._release()
-            raise
-        if blocks is not None:
-            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        request = self._submit_call(fn, args, blocks)
         if self._in_flight == 1 and not _observers:
             try:
                 result = request.result_within(hub.spot_us)
