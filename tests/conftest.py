@@ -3,6 +3,7 @@ the event loops every asyncio test runs on (asyncio's default loop and uvloop)."
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SRC = ROOT / "tests" / "kernels"
+
+# AVEO opens a second context of a proc only with VE_OMP_NUM_THREADS=1 in the
+# environment (ProcHandle::openContext), and so does the emulator: many tests
+# use several contexts per proc.  (tests/test_fidelity.py unsets it where it
+# checks the refusal.)
+os.environ["VE_OMP_NUM_THREADS"] = "1"
 
 # The tests exercise the installed package: the source tree's aioveo/ (without
 # its compiled modules) must not shadow it under `python -m pytest`.
