@@ -33,7 +33,7 @@ void emu_set_error(const char *fmt, ...) {
   va_end(ap);
 }
 
-EXPORT const char *veo_emu_last_error(void) { return t_err; }
+EXPORT_EMU const char *veo_emu_last_error(void) { return t_err; }
 
 /* ---- contexts --------------------------------------------------------------------------- */
 struct veo_thr_ctxt_attr {
@@ -177,7 +177,7 @@ EXPORT int veo_proc_identifier(struct veo_proc_handle *p) {
   return p->ident;
 }
 
-EXPORT pid_t veo_emu_proc_pid(struct veo_proc_handle *p) {
+EXPORT_EMU pid_t veo_emu_proc_pid(struct veo_proc_handle *p) {
   if (!p || p->magic != PROC_MAGIC || atomic_load(&p->destroyed)) return -1;
   return p->pid;
 }

@@ -127,7 +127,7 @@ size_t emu_stack_image_bytes(const struct veo_args *a) {
   return (n + 15) & ~(size_t)15;
 }
 
-EXPORT int veo_emu_args_set_ret_type(struct veo_args *a, int type) {
+EXPORT_EMU int veo_emu_args_set_ret_type(struct veo_args *a, int type) {
   if (!a || a->magic != ARGS_MAGIC || type < VEO_EMU_TYPE_U64 || type > VEO_EMU_TYPE_DOUBLE) {
     emu_set_error("veo_emu_args_set_ret_type: bad handle or type %d", type);
     errno = EINVAL;

@@ -40,9 +40,9 @@ static long env_long(const char *name, long dflt, long lo, long hi) {
   return v;
 }
 
-EXPORT int veo_emu_num_nodes(void) { return (int)env_long("VEO_EMU_NODES", 8, 1, 4096); }
+EXPORT_EMU int veo_emu_num_nodes(void) { return (int)env_long("VEO_EMU_NODES", 8, 1, 4096); }
 
-EXPORT uint64_t veo_emu_node_memory(void) {
+EXPORT_EMU uint64_t veo_emu_node_memory(void) {
   return parse_size(getenv("VEO_EMU_NODE_MEMORY"), 48ull << 30);
 }
 
@@ -58,7 +58,7 @@ int emu_poison_byte(void) {
   return (int)v;
 }
 
-EXPORT const char *veo_emu_helper_path(void) {
+EXPORT_EMU const char *veo_emu_helper_path(void) {
   static char path[PATH_MAX];
   const char *env = getenv("VEORUN_BIN");
   if (env && *env) return env;

@@ -15,6 +15,14 @@
 #include "ve_offload.h"
 
 #define EXPORT __attribute__((visibility("default")))
+/* The veo_emu_* extensions: exported, except in the build of the library
+ * without them (libveo-noext.so, -DVEO_EMU_NO_EXTENSIONS), which looks like
+ * the vendor libveo to a program that probes for them. */
+#ifdef VEO_EMU_NO_EXTENSIONS
+#define EXPORT_EMU __attribute__((visibility("hidden")))
+#else
+#define EXPORT_EMU EXPORT
+#endif
 
 /* ---- a small uint64 -> record hash map (open addressing) ---------------- */
 struct u64map_entry {
