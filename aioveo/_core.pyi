@@ -271,6 +271,9 @@ class VeoCtxt:
     def async_write_mem(self, dst: _Address, src: _BufferLike, size: int | None = None) -> VeoRequest: ...
     def context_sync(self) -> None: ...
 
+def second_context_problem() -> str | None:
+    """Why AVEO would refuse a second context of a proc now (VE_OMP_NUM_THREADS), or None."""
+
 # ---- procs -----------------------------------------------------------------------
 _proc_init_hooks: list[Callable[[VeoProc], object]]
 _live_procs: weakref.WeakSet[VeoProc]

@@ -14,6 +14,14 @@ default executor; requests complete through the loop's hub (see _hub.py).
 Cancelling an awaiting task cannot stop a VE kernel: the request stays
 tracked, its buffers stay alive until the VE is done with them, its result is
 dropped and its in-flight slot is released only when the VE completes it.
+
+Leaving ``async with`` by an exception (a timeout, Ctrl-C) never waits for a
+kernel: a context fails its awaiters at once and is closed when the VE is
+done with its requests; a proc fails its awaiters, ends its VE process by
+force (SIGKILL to the pid AVEO's API gives, on both backends), waits at most
+``cancel_timeout`` (settings, 2 s) for the requests to come back and
+destroys it.  Calls that queue behind the proc's main context (memory,
+libraries, symbol lookups) run off the loop thread, without the GIL.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic,
 if TYPE_CHECKING:
     import numpy as np
 
-from . import _hub
+from . import _hub, settings
 from ._core import (
     FORGOTTEN,
     VEO_COMMAND_ERROR,
@@ -40,6 +48,7 @@ from ._core import (
     VeoLibrary,
     VeoProc,
     VEMemPtr,
+    second_context_problem,
 )
 
 __all__ = [
@@ -107,7 +116,10 @@ class AsyncProc:
     def __init__(self, proc: VeoProc) -> None:
         self.sync = proc
         self.contexts: list[AsyncContext] = []
+        self.main_context: AsyncContext | None = None   # the first one opened
         self._closed = False
+        self._ops = 0      # proc-level calls running off the loop (they use the main context)
+        self._closing: set[asyncio.Task] = set()
         log.debug("aioveo: opened %s", self)
 
     @property
@@ -116,73 +128,126 @@ class AsyncProc:
 
     @property
     def closed(self) -> bool:
+        """Closed by you; see ``alive``."""
         return self._closed
 
+    @property
+    def alive(self) -> bool:
+        """Open and its VE process running (False once closed, or after a fault)."""
+        return not self._closed and self.sync.alive
+
     def __str__(self) -> str:
-        try:
-            ident = f" {self.sync.proc_identifier()}"
-        except VeoError:   # destroyed, or a libveo without veo_proc_identifier
-            ident = ""
-        pid = self.sync.helper_pid
-        return f"proc{ident} on node {self.nodeid}" + (f" (helper pid {pid})" if pid else "")
+        # (the identifier and pid were read at creation: on AVEO reading them
+        # takes a lock that destroying any proc holds)
+        pid = self.sync.pid
+        state = "" if self.sync.destroyed or self.sync.alive else " (dead)"
+        return (f"proc {self.sync.ident} on node {self.nodeid}"
+                + (f" (pid {pid})" if pid else "") + state)
 
     def _check(self) -> None:
         if self._closed:
             raise ClosedError("the proc is closed")
 
-    async def load_library(self, path: str | os.PathLike) -> VeoLibrary:
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """A proc-level call: it queues behind the main context, so it runs
+        in the executor (and inline transfers wait until it is done)."""
         self._check()
-        return await _in_executor(self.sync.load_library, os.fspath(path))
+        self._ops += 1
+        try:
+            return await _in_executor(fn, *args)
+        finally:
+            self._ops -= 1
+
+    def _main_idle(self) -> bool:
+        """Nothing of aioveo's queued on the main context: a sync transfer
+        would not wait behind it."""
+        main = self.main_context
+        return self._ops == 0 and (main is None or main._in_flight == 0)
+
+    async def load_library(self, path: str | os.PathLike) -> VeoLibrary:
+        return await self._off_loop(self.sync.load_library, os.fspath(path))
+
+    async def find_function(self, lib: VeoLibrary, name: str) -> VeoFunction:
+        """``lib.find_function(name)`` off the loop: a symbol lookup queues
+        behind the main context."""
+        return await self._off_loop(lib.find_function, name)
 
     def static_library(self) -> VeoLibrary:
         return self.sync.static_library()
 
     def open_context(self, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener["AsyncContext"]:
-        """``ctx = await proc.open_context()`` or ``async with proc.open_context() as ctx``."""
+        """``ctx = await proc.open_context()`` or ``async with proc.open_context() as ctx``.
+        The first one is the proc's main context; a second one needs
+        VE_OMP_NUM_THREADS=1 (AVEO)."""
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
 
         async def _open() -> AsyncContext:
-            self._check()
-            ctx = AsyncContext(self, await _in_executor(self.sync.open_context), max_in_flight)
+            ctx = AsyncContext(self, await self._off_loop(self.sync.open_context), max_in_flight)
             self.contexts.append(ctx)
-            log.debug("aioveo: opened context 0x%x of %s", ctx.sync.handle, self)
+            if ctx.sync.is_main:
+                self.main_context = ctx
+            log.debug("aioveo: opened context 0x%x (%scontext %d) of %s", ctx.sync.handle,
+                      "main " if ctx.sync.is_main else "", ctx.sync.index, self)
             return ctx
 
         return _Opener(_open)
 
     async def alloc_mem(self, size: int) -> VEMemPtr:
-        self._check()
-        return await _in_executor(self.sync.alloc_mem, size)
+        return await self._off_loop(self.sync.alloc_mem, size)
 
     async def free_mem(self, ptr: VEMemPtr) -> None:
-        self._check()
-        await _in_executor(self.sync.free_mem, ptr)
+        await self._off_loop(self.sync.free_mem, ptr)
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """``VeoProc.read_mem`` off the loop (``AsyncContext.read_mem`` keeps a
         context's order)."""
-        self._check()
-        await _in_executor(self.sync.read_mem, dst, src, size)
+        await self._off_loop(self.sync.read_mem, dst, src, size)
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """``VeoProc.write_mem`` off the loop."""
-        self._check()
-        await _in_executor(self.sync.write_mem, dst, src, size)
+        await self._off_loop(self.sync.write_mem, dst, src, size)
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Close every context (waiting for its requests, or failing them when
-        `cancel`), then destroy the VE process off the loop."""
+        """Close every context (waiting for its requests), then destroy the VE
+        process off the loop.  With `cancel` (leaving ``async with`` by an
+        exception): fail every awaiter, end the VE process at once, wait at
+        most ``cancel_timeout`` seconds for its requests to come back, destroy."""
         if self._closed:
             return
         self._closed = True
         what = str(self)
+        if not cancel:
+            for ctx in list(self.contexts):
+                await ctx.close()
+            await _in_executor(self.sync.destroy, None)
+            log.debug("aioveo: closed %s", what)
+            return
         for ctx in list(self.contexts):
-            await ctx.close(cancel=cancel)
-        # Closed by an exception: the VE process ends at once (grace 0), not
-        # after its running kernels (the core's one closing policy).
-        await _in_executor(self.sync.destroy, 0 if cancel else None)
-        log.debug("aioveo: closed %s%s", what, " (cancelled)" if cancel else "")
+            ctx._abandon()
+        busy = [c for c in self.contexts if c._in_flight]
+        # The VE process ends now, on both backends (the pid from AVEO's
+        # API): veo_proc_destroy would wait for its kernels without limit.
+        self.sync.kill()
+        if busy:
+            timeout = settings.current().cancel_timeout
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.synchronize() for c in busy)),
+                                       timeout)
+            except asyncio.TimeoutError:
+                pass
+        stuck = []
+        for c in busy:
+            if c._in_flight and c._hub is not None and not c._hub.forget(c.sync):
+                stuck.append(c)
+        if stuck:
+            # an engine thread is still inside libveo for them: AVEO would
+            # free the contexts under it, so the proc is left undestroyed
+            log.warning("aioveo: %s: %d context(s) did not come back after the VE process was "
+                        "ended; the proc is left undestroyed", what, len(stuck))
+            return
+        await _in_executor(self.sync.destroy, 0)
+        log.debug("aioveo: closed %s (cancelled)", what)
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -237,6 +302,7 @@ class AsyncContext:
         self._slot_waiters: collections.deque[asyncio.Future] = collections.deque()
         self._idle: asyncio.Future | None = None
         self._closed = False
+        self._close_when_idle = False
         self._hub: _hub.Hub | None = None
 
     # -- bookkeeping
@@ -247,7 +313,13 @@ class AsyncContext:
 
     @property
     def closed(self) -> bool:
+        """Closed by you; see ``alive``."""
         return self._closed
+
+    @property
+    def alive(self) -> bool:
+        """Open and its VE process running (False once closed, or after a fault)."""
+        return not self._closed and self.sync.alive
 
     def _get_hub(self) -> _hub.Hub:
         hub = self._hub
@@ -281,10 +353,16 @@ class AsyncContext:
         self._in_flight -= n
         if self._slot_waiters:
             self._wake_slot_waiter()
-        if self._in_flight == 0 and self._idle is not None:
-            if not self._idle.done():
-                self._idle.set_result(None)
-            self._idle = None
+        if self._in_flight == 0:
+            if self._idle is not None:
+                if not self._idle.done():
+                    self._idle.set_result(None)
+                self._idle = None
+            if self._close_when_idle:
+                self._close_when_idle = False
+                task = asyncio.get_running_loop().create_task(self._finish_close())
+                self.proc._closing.add(task)
+                task.add_done_callback(self.proc._closing.discard)
 
     def _wake_slot_waiter(self) -> None:
         while self._slot_waiters:
@@ -448,10 +526,18 @@ class AsyncContext:
         return await self._submit_request("write_mem", src if size is None else size,
                                           self.sync.async_write_mem, dst, src, size)
 
+    def _inline_ok(self, size: int) -> bool:
+        """A small transfer is copied on the loop thread (veo_read_mem/
+        veo_write_mem) when nothing is queued on this context and none of
+        aioveo's work is queued on the main context, which such a copy
+        queues behind (AVEO); on a VE inline copies are off by default."""
+        return (self._in_flight == 0 and size <= self._get_hub().inline_bytes
+                and self.proc._main_idle())
+
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
-        if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
+        if self._inline_ok(size):
             self._copy_inline("read_mem", self.proc.sync.read_mem, dst, src, size)
             return
         await (await self.submit_read_mem(dst, src, size))
@@ -459,7 +545,7 @@ class AsyncContext:
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
-        if self._in_flight == 0 and size <= self._get_hub().inline_bytes:
+        if self._inline_ok(size):
             self._copy_inline("write_mem", self.proc.sync.write_mem, dst, src, size)
             return
         await (await self.submit_write_mem(dst, src, size))
@@ -524,26 +610,65 @@ class AsyncContext:
         await asyncio.shield(self._idle)
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Close the context: wait for its requests, or (cancel=True) fail
-        their awaiters with ClosedError; the VE still drains them."""
+        """Close the context: wait for its requests, or (cancel=True, leaving
+        ``async with`` by an exception) fail their awaiters with ClosedError
+        at once, without waiting for kernels that may never return: the
+        context itself is closed when the VE is done with them (or with its
+        proc).  AVEO frees a context at close, so it is never closed while
+        one of its requests is still being waited for."""
         if self._closed:
             return
-        if not cancel:
+        if cancel:
+            self._abandon()
+            if self._in_flight:
+                self._close_when_idle = True
+                log.debug("aioveo: context %d of %s closed with %d requests in flight: it "
+                          "goes once the VE is done with them", self.sync.index, self.proc,
+                          self._in_flight)
+                return
+        else:
             await self.synchronize()
-        self._closed = True
-        handle, in_flight = self.sync.handle, self._in_flight
+            self._closed = True
+            self._fail_slot_waiters()
+        await self._finish_close()
+
+    def _fail_slot_waiters(self) -> None:
         for w in self._slot_waiters:
             if not w.done():
                 w.set_exception(ClosedError("the context was closed"))
         self._slot_waiters.clear()
-        if self._hub is not None and self._in_flight:
-            self._hub.forget(self.sync)
+
+    def _abandon(self) -> None:
+        """Closed by an exception: no new work, every awaiter fails now; the
+        requests stay watched, so their buffers live until the VE is done."""
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_slot_waiters()
+        if self._hub is None or not self._in_flight:
+            return
+        error = ClosedError(f"the context was closed (context {self.sync.index} of "
+                            f"{self.proc}) with this request in flight; the VE may still run it")
+        for request in self._hub.engine.watched(self.sync):
+            fut = request.future
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+                fut.add_done_callback(_consume)
+
+    async def _finish_close(self) -> None:
+        """Close the VeoCtxt (off the loop), once nothing of ours is in flight."""
         if self in self.proc.contexts:
             self.proc.contexts.remove(self)
-        if not self.proc.closed:
-            await _in_executor(self.proc.sync.close_context, self.sync)
-        log.debug("aioveo: closed context 0x%x of %s%s", handle, self.proc,
-                  f" ({in_flight} requests in flight failed)" if in_flight else "")
+        if self.proc.main_context is self:
+            self.proc.main_context = None
+        handle = self.sync.handle_was
+        if not self.proc.sync.destroyed and not self.sync.closed:
+            try:
+                await _in_executor(self.proc.sync.close_context, self.sync)
+            except VeoError as e:   # a dead proc: nothing to close
+                log.debug("aioveo: closing context %d: %s", self.sync.index, e)
+        log.debug("aioveo: closed context 0x%x (context %d) of %s", handle, self.sync.index,
+                  self.proc)
 
     async def __aenter__(self) -> "AsyncContext":
         return self
@@ -637,8 +762,10 @@ class Pool:
         """Load `library` in every proc and find `prototype` (a C prototype
         like ``"double dot(double *, double *, long)"`` or a bare name) in each."""
         libs = await asyncio.gather(*(p.load_library(library) for p in self.procs))
-        per_proc = {p: lib.find_function(prototype) for p, lib in zip(self.procs, libs)}
-        return PoolFunction(per_proc, prototype)
+        # (a lookup queues behind each proc's main context: off the loop)
+        fns = await asyncio.gather(*(p.find_function(lib, prototype)
+                                     for p, lib in zip(self.procs, libs)))
+        return PoolFunction(dict(zip(self.procs, fns)), prototype)
 
     def least_loaded(self) -> AsyncContext:
         return min(self.contexts, key=lambda c: c.in_flight)
@@ -681,6 +808,10 @@ def open_pool(nodes: Iterable[int], contexts_per_proc: int = 1, *,
     ``async with open_pool([0, 1, 2, 3], contexts_per_proc=2) as pool``."""
 
     async def _open() -> Pool:
+        if contexts_per_proc > 1:   # refused by AVEO without VE_OMP_NUM_THREADS=1
+            problem = second_context_problem()
+            if problem is not None:
+                raise VeoError(f"open_pool(contexts_per_proc={contexts_per_proc}): {problem}")
         procs = await open_procs(nodes)
         try:
             return await Pool.create(list(procs), contexts_per_proc, max_in_flight=max_in_flight,

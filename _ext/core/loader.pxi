@@ -52,7 +52,8 @@ cdef int _ensure_api() except -1:
             raise ImportError(f"cannot load libveo {path} ({reason}): {dlerror().decode()}")
         _missing.clear()
         _fill_api(h)
-        version = api.version_string().decode() if api.version_string != NULL else "unknown"
+        version = (api.version_string().decode(errors="replace")
+                   if api.version_string != NULL else "unknown")
         api_ver = api.api_version() if api.api_version != NULL else 0
         if _missing:
             raise ImportError(

@@ -311,18 +311,14 @@ def _stoi(value):
     return v if -2**31 <= v < 2**31 else None
 
 
-cdef int _check_second_context(VeoProc proc) except -1:
-    """AVEO opens a second context of a proc only with VE_OMP_NUM_THREADS=1 in
-    the host's environment (ProcHandle::openContext), and aborts the whole
-    process when the value is not a number: check first, say how to fix it."""
+def second_context_problem():
+    """Why AVEO would refuse to open a second context of a proc now (it needs
+    VE_OMP_NUM_THREADS=1 in the host's environment, ProcHandle::openContext),
+    or None.  A value that is not a number would make AVEO abort the process."""
     raw = os.environ.get("VE_OMP_NUM_THREADS")
     value = _stoi(raw)
     if value == 1:
-        if raw != proc.omp_threads_at_create:
-            log.warning("aioveo: VE_OMP_NUM_THREADS is %r now but was %r when proc %d was "
-                        "created: its VE process keeps the value it was started with",
-                        raw, proc.omp_threads_at_create, proc.ident)
-        return 0
+        return None
     if raw is None:
         now = "it is not set"
     elif value is None:
@@ -330,13 +326,26 @@ cdef int _check_second_context(VeoProc proc) except -1:
                f"(an uncaught std::invalid_argument), so aioveo did not call it")
     else:
         now = f"it is {raw!r}"
-    raise VeoError(
-        f"a second context of a proc needs VE_OMP_NUM_THREADS=1 in the environment "
-        f"(AVEO refuses it otherwise); {now}.  Set it before the proc is created, e.g. "
-        f"os.environ['VE_OMP_NUM_THREADS'] = '1' (the VE process inherits it: each kernel then "
-        f"runs one OpenMP thread).  The first context of a proc is its main context, which "
-        f"stays until the proc is destroyed, so a context opened after closing it is a "
-        f"second one too{_where(proc, None)}", func=None, node=proc.nodeid, proc=proc.ident)
+    return (f"a second context of a proc needs VE_OMP_NUM_THREADS=1 in the environment "
+            f"(AVEO refuses it otherwise); {now}.  Set it before the proc is created, e.g. "
+            f"os.environ['VE_OMP_NUM_THREADS'] = '1' (the VE process inherits it: each kernel "
+            f"then runs one OpenMP thread).  The first context of a proc is its main context, "
+            f"which stays until the proc is destroyed, so a context opened after closing it is "
+            f"a second one too")
+
+
+cdef int _check_second_context(VeoProc proc) except -1:
+    """Check before calling libveo, and say how to fix it."""
+    problem = second_context_problem()
+    if problem is not None:
+        raise VeoError(problem + _where(proc, None), func=None, node=proc.nodeid,
+                       proc=proc.ident)
+    raw = os.environ.get("VE_OMP_NUM_THREADS")
+    if raw != proc.omp_threads_at_create:
+        log.warning("aioveo: VE_OMP_NUM_THREADS is %r now but was %r when proc %d was "
+                    "created: its VE process keeps the value it was started with",
+                    raw, proc.omp_threads_at_create, proc.ident)
+    return 0
 
 
 cdef class VeoCtxt:

@@ -173,8 +173,8 @@ EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
 }
 
 EXPORT int veo_proc_identifier(struct veo_proc_handle *p) {
-  if (!p || p->magic != PROC_MAGIC || atomic_load(&p->destroyed)) return -1;
-  return p->ident;
+  if (!p || p->magic != PROC_MAGIC) return -1;
+  return emu_proc_ident(p);
 }
 
 EXPORT_EMU pid_t veo_emu_proc_pid(struct veo_proc_handle *p) {

@@ -213,6 +213,7 @@ struct veo_proc_handle *emu_proc_create(int venode, const char *bin);
 int emu_proc_destroy(struct veo_proc_handle *p); /* p checked by the caller */
 struct veo_proc_handle *emu_proc_by_ident(int ident);
 int emu_proc_table_size(void);
+int emu_proc_ident(struct veo_proc_handle *p); /* takes the table lock, as AVEO */
 /* Handle checks: 1 if usable, else 0 with the error set (fn names the caller). */
 int emu_proc_valid(struct veo_proc_handle *p, const char *fn);
 int emu_proc_ok(struct veo_proc_handle *p); /* valid and not dead */

@@ -65,6 +65,14 @@ struct veo_proc_handle *emu_proc_by_ident(int ident) {
   return p;
 }
 
+/* veo_proc_identifier: AVEO's looks the proc up under the table lock. */
+int emu_proc_ident(struct veo_proc_handle *p) {
+  pthread_mutex_lock(&g_procs_lock);
+  int ident = atomic_load(&p->destroyed) ? -1 : p->ident;
+  pthread_mutex_unlock(&g_procs_lock);
+  return ident;
+}
+
 int emu_proc_table_size(void) {
   pthread_mutex_lock(&g_procs_lock);
   int n = g_nprocs;
@@ -399,6 +407,11 @@ fail:
 int emu_proc_destroy(struct veo_proc_handle *p) {
   int expect = 0;
   if (!atomic_compare_exchange_strong(&p->destroyed, &expect, 1)) return 0;
+  /* As AVEO's exitProc, the whole destroy holds the global proc table lock:
+   * veo_proc_identifier, veo_get_proc_handle_from_hmem (and so
+   * veo_get_pid_from_hmem, veo_free_hmem, veo_hmemcpy) and veo_proc_create
+   * wait for it, for every proc. */
+  pthread_mutex_lock(&g_procs_lock);
   /* EXIT goes behind each context's queued work: the VE drains, then ends. */
   if (!emu_proc_dead(p)) {
     for (int i = EMU_MAX_CONTEXTS - 1; i >= 0; i--) {
@@ -407,7 +420,6 @@ int emu_proc_destroy(struct veo_proc_handle *p) {
     }
   }
   emu_helper_end(p);
-  pthread_mutex_lock(&g_procs_lock);
   if (p->ident >= 0 && p->ident < g_nprocs && g_procs[p->ident] == p) g_procs[p->ident] = NULL;
   p->grave_next = g_graveyard;
   g_graveyard = p;

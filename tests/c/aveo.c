@@ -193,6 +193,36 @@ static void test_two_waiters(void) {
   CHECK_EQ(veo_proc_destroy(p), 0);
 }
 
+/* veo_proc_destroy holds AVEO's global proc table lock for the whole
+ * destroy: another proc's veo_proc_identifier (and veo_get_pid_from_hmem)
+ * waits for a busy proc's destroy. */
+static void *destroy_main(void *arg) {
+  veo_proc_destroy(arg);
+  return NULL;
+}
+
+static void test_destroy_holds_the_table_lock(void) {
+  uint64_t lib1, lib2;
+  struct veo_proc_handle *p1 = proc_with_kernels(0, &lib1), *p2 = proc_with_kernels(0, &lib2);
+  struct veo_thr_ctxt *m = veo_context_open(p1);
+  struct veo_args *a = veo_args_alloc();
+  veo_args_set_i64(a, 0, 300);
+  CHECK(veo_call_async(m, sym(p1, lib1, "sleep_ms"), a) != VEO_REQUEST_ID_INVALID);
+  int ident2 = veo_proc_identifier(p2);
+  pthread_t t;
+  pthread_create(&t, NULL, destroy_main, p1);
+  usleep(50000);
+  double t0 = now_s();
+  CHECK_EQ(veo_proc_identifier(p2), ident2);
+  CHECK(now_s() - t0 >= 0.15);
+  pthread_join(t, NULL);
+  t0 = now_s();
+  CHECK(veo_get_pid_from_hmem(veo_set_proc_identifier(NULL, ident2)) == veo_emu_proc_pid(p2));
+  CHECK(now_s() - t0 < 0.1);
+  veo_args_free(a);
+  CHECK_EQ(veo_proc_destroy(p2), 0);
+}
+
 /* Fresh VE memory is not zero (VEO_EMU_POISON, default 0xA5). */
 static void test_poison(void) {
   uint64_t lib, addr;
@@ -234,5 +264,6 @@ int main(void) {
   test_stack_limit();
   test_two_waiters();
   test_poison();
+  test_destroy_holds_the_table_lock();
   DONE();
 }
