@@ -13,7 +13,7 @@ aioveo drives NEC SX-Aurora Vector Engines (VEs) from Python, with asyncio.
 Without a VE it runs everything on its host emulator.
 
 commands:
-  info     which libveo is in use (emulator or NEC's), its version, the emulator's nodes
+  info     which libveo is in use (emulator or NEC's), its version, the devices (--watch)
   config   compiler flags to build C programs against the emulator's libveo
   demo     a 1-second tour: build a kernel, call it, move a numpy array, with timings
   bench    measure this machine: call latency, throughput, bandwidth, CPU (--quick, --json)
@@ -36,6 +36,7 @@ def _size(n: int) -> str:
 
 def _info_dict() -> dict:
     from . import __version__, backend, emulator_info
+    from .devices import devices
     b = backend()
     return {
         "aioveo_version": __version__,
@@ -45,11 +46,71 @@ def _info_dict() -> dict:
         "version": b.version,
         "api_version": b.api_version,
         "emulator": emulator_info(),   # None on NEC's libveo
+        "devices": [d.as_dict() for d in devices()],
     }
+
+
+def _cell(value: object, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def device_table(devs: list) -> str:
+    """The devices as a table, one row per VE (``python -m aioveo info``)."""
+    head = ("node", "state", "arch", "cores", "memory used / total", "procs", "temp C",
+            "power W", "firmware", "sysfs")
+    rows = [head]
+    for d in devs:
+        if d.memory_total is not None and d.memory_used is not None:
+            pct = 100 * d.memory_used / d.memory_total if d.memory_total else 0
+            mem = f"{_size(d.memory_used)} / {_size(d.memory_total)} ({pct:.0f}%)"
+        elif d.memory_total is not None:
+            mem = f"? / {_size(d.memory_total)}"
+        else:
+            mem = "-"
+        temp = f"{max(d.temperatures):.0f} max" if d.temperatures else "-"
+        rows.append((str(d.node), d.state, _cell(d.architecture), _cell(d.cores), mem,
+                     _cell(d.processes), temp, _cell(d.power_w, "{:.0f}"), _cell(d.firmware),
+                     _cell(d.sysfs_index, "ve{}")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _watch(seconds: float, count: int | None) -> int:
+    """Redraw the device table every `seconds` (in place on a terminal)."""
+    import time
+
+    from .devices import devices
+    tty = sys.stdout.isatty()
+    n = 0
+    try:
+        while count is None or n < count:
+            if n:
+                time.sleep(seconds)
+            table = device_table(devices())
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")   # home, clear: redraw in place
+            elif n:
+                sys.stdout.write("\n")
+            sys.stdout.write(f"aioveo devices, every {seconds:g} s ({stamp}; Ctrl-C stops)\n"
+                             f"{table}\n")
+            sys.stdout.flush()
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
     try:
+        if args.watch is not None:
+            if args.watch <= 0:
+                print("aioveo info: --watch needs a positive number of seconds",
+                      file=sys.stderr)
+                return 2
+            return _watch(args.watch, args.count)
         info = _info_dict()
     except ImportError as e:   # no usable libveo (e.g. AIOVEO_LIBVEO names a missing file)
         print(f"aioveo info: {e}", file=sys.stderr)
@@ -68,6 +129,9 @@ def _info(args: argparse.Namespace) -> int:
         print(f"nodes        {emu['nodes']} (VEO_EMU_NODES)")
         print(f"memory/node  {_size(emu['node_memory'])} (VEO_EMU_NODE_MEMORY)")
         print(f"helper       {emu['helper']} (VEORUN_BIN)")
+    from .devices import devices
+    print()
+    print(device_table(devices()))
     return 0
 
 
@@ -222,11 +286,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     info = sub.add_parser(
-        "info", help="which libveo is in use, its version, the emulator's nodes",
+        "info", help="which libveo is in use, its version, the devices",
         description="Show which libveo aioveo loads (the emulator's or NEC's, chosen with "
-                    "AIOVEO_LIBVEO or automatically), its version and VEO API version, and "
-                    "for the emulator its number of nodes, memory per node and helper program.")
+                    "AIOVEO_LIBVEO or automatically), its version and VEO API version, "
+                    "for the emulator its number of nodes, memory per node and helper "
+                    "program, and a table of the VEs (or emulated nodes): state, "
+                    "architecture, cores, memory in use, VE processes, temperature, power.")
     info.add_argument("--json", action="store_true", help="print it as JSON")
+    info.add_argument("--watch", type=float, metavar="SECONDS",
+                      help="redraw the device table every SECONDS (in place on a terminal)")
+    info.add_argument("--count", type=int, metavar="N",
+                      help="with --watch: stop after N tables (default: until Ctrl-C)")
     info.set_defaults(func=_info)
 
     cfg = sub.add_parser(
@@ -269,13 +339,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", add_help=False,
                    help="measure call latency, throughput, bandwidth and CPU on this machine "
                         "(python -m aioveo bench --help)")
+    sub.add_parser("dask-worker", add_help=False,
+                   help="start one Dask worker per VE of this host against a scheduler, as "
+                        "`dask ve worker` does (needs aioveo[dask]; "
+                        "python -m aioveo dask-worker --help)")
     return parser
+
+
+def _dask_worker(argv: list[str]) -> int:
+    try:
+        from .dask import main as dask_main
+    except ImportError as e:
+        print(f"aioveo dask-worker needs Dask distributed: pip install \"aioveo[dask]\" ({e})",
+              file=sys.stderr)
+        return 2
+    return dask_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "bench":
         return _bench(argv[1:])
+    if argv and argv[0] == "dask-worker":
+        return _dask_worker(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

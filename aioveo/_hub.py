@@ -1,8 +1,9 @@
 """Loop side of the completion engine: one hub per event loop.
 
 A request that is not found finished on the spot (see AsyncContext) is
-handed to the hub's engine (``aioveo._core.Engine``: C threads, no GIL),
-which holds a reference to it until the VE has finished it.  The engine
+handed to the hub's engine with ``hub.engine.watch(request)``: C threads
+without the GIL (``aioveo._core.Engine``) that hold a reference to the
+request until the VE has finished it.  The engine
 writes the hub's eventfd once per batch, and `_drain` hands every finished
 request back to the AsyncContext that owns it (``request.owner``), in one
 loop callback.  The request object is the whole record: the hub keeps no
@@ -38,10 +39,6 @@ class Hub:
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self.loop_ref()
-
-    def watch(self, request: _core.VeoRequest | _core.VeoBatch) -> None:
-        """Hand `request` (its ``owner`` set) back to its owner when the VE is done."""
-        self.engine.watch(request)
 
     def forget(self, ctx: _core.VeoCtxt) -> bool:
         """Stop watching a context whose VE process was ended: its requests

@@ -13,19 +13,11 @@ EMU_HELPER = EMU_DIR / "aioveo-veorun"
 EMU_INCLUDE = EMU_DIR / "include"
 EMU_STATIC_HELPER_LIB = EMU_DIR / "libveorun.a"
 
-
-def helper_path() -> Path:
-    """The helper program veo_proc_create() starts: $VEORUN_BIN or the bundled one."""
-    return Path(os.environ.get("VEORUN_BIN") or EMU_HELPER)
-
-
 VENDOR_LIBVEO = Path("/opt/nec/ve/veos/lib64/libveo.so.1")
-
 
 def ve_present() -> bool:
     """True when this machine has a Vector Engine (a VE device node)."""
     return any(Path("/dev").glob("veslot*")) or any(Path("/dev").glob("ve[0-9]*"))
-
 
 def select_libveo() -> tuple[Path, str]:
     """The libveo to load and why: $AIOVEO_LIBVEO (a path, "emulator", or

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import os
 from types import TracebackType
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic, Iterable,
@@ -37,23 +36,34 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generator, Generic,
 if TYPE_CHECKING:
     import numpy as np
 
+    from .pool import PoolFunction
+
 from . import _hub, settings
 from ._core import (
     FORGOTTEN,
+    PENDING,
     VEO_COMMAND_ERROR,
+    VEO_COMMAND_OK,
     ClosedError,
+    VEArray,
     VeoCtxt,
     VeoError,
     VeoFunction,
     VeoLibrary,
     VeoProc,
     VEMemPtr,
-    second_context_problem,
+    _array_from_block,
+    _array_layout,
+    _fences,
+    _pool_blocks,
+    _pool_blocks_batch,
+    _record_uses,
 )
+from .memory import MemoryPool, VEOutOfMemoryError, _ctx_mem
 
 __all__ = [
     "AsyncProc", "AsyncContext", "VEArray", "Pool", "PoolFunction", "InFlightLimitError",
-    "open_proc", "open_procs", "open_pool",
+    "MemoryPool", "VEOutOfMemoryError", "open_proc", "open_procs", "open_pool",
 ]
 
 T = TypeVar("T")
@@ -62,8 +72,9 @@ log = logging.getLogger("aioveo")
 DEFAULT_MAX_IN_FLIGHT = 1024
 
 #: Observers of every request (aioveo.trace subscribes here; they observe,
-#: they never decide): ``submitted(ctx, key, what, nbytes, calls, inline)``
-#: when a request is handed to the VE (`key` identifies it until it ends) and
+#: they never decide): ``submitted(ctx, key, label, nbytes, calls, inline)``
+#: when a request is handed to the VE (`key` identifies it until it ends;
+#: `label` is the VeoFunction, or "read_mem"/"write_mem" for a transfer) and
 #: ``completed(key, status, cancelled)`` when its end is known (`status`: a
 #: VEO_COMMAND_* value, FORGOTTEN, or None for a copy done on the loop thread).
 _observers: list[Any] = []
@@ -120,7 +131,28 @@ class AsyncProc:
         self._closed = False
         self._ops = 0      # proc-level calls running off the loop (they use the main context)
         self._closing: set[asyncio.Task] = set()
+        self._memory: MemoryPool | None = None
         log.debug("aioveo: opened %s", self)
+
+    @property
+    def memory(self) -> MemoryPool:
+        """The proc's VE memory pool (made on first use; see aioveo.memory)."""
+        pool = self._memory
+        if pool is None:
+            self._check()
+            pool = self._memory = MemoryPool(self)
+        return pool
+
+    @property
+    def device(self) -> Any:
+        """The record of this proc's VE (or emulated node): aioveo.devices.Device."""
+        from .devices import device
+        return device(self.nodeid)
+
+    def _died(self) -> None:
+        """The VE process died: its memory went with it (no VEO call)."""
+        if self._memory is not None:
+            self._memory._invalidate()
 
     @property
     def nodeid(self) -> int:
@@ -135,6 +167,11 @@ class AsyncProc:
     def alive(self) -> bool:
         """Open and its VE process running (False once closed, or after a fault)."""
         return not self._closed and self.sync.alive
+
+    @property
+    def dead(self) -> bool:
+        """Whether the VE process died under us (a kernel fault, a kill)."""
+        return not self._closed and self.sync._is_dead()
 
     def __str__(self) -> str:
         # (the identifier and pid were read at creation: on AVEO reading them
@@ -193,20 +230,59 @@ class AsyncProc:
 
         return _Opener(_open)
 
-    async def alloc_mem(self, size: int) -> VEMemPtr:
-        return await self._off_loop(self.sync.alloc_mem, size)
+    async def alloc_mem(self, size: int, *, wait: float = 0.0) -> VEMemPtr:
+        """`size` bytes of VE memory from the proc's pool, as a VEMemPtr
+        (``ptr.block`` is its pool block).  Give it back with ``free_mem``."""
+        self._check()
+        blk = await self.memory.alloc(size, wait=wait)
+        return blk.ptr()
 
     async def free_mem(self, ptr: VEMemPtr) -> None:
-        await self._off_loop(self.sync.free_mem, ptr)
+        """Free memory from ``alloc_mem`` (pool memory: at once, never waiting
+        for the VE; raw VEO memory: off the loop)."""
+        if type(ptr) is VEMemPtr and ptr.block is not None:
+            ptr.block.free()
+            return
+        self._check()
+        await _in_executor(self.sync.free_mem, ptr)
 
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """``VeoProc.read_mem`` off the loop (``AsyncContext.read_mem`` keeps a
         context's order)."""
-        await self._off_loop(self.sync.read_mem, dst, src, size)
+        self._check()
+        await self._copy_off_loop(self.sync.read_mem, src, dst, src, size)
 
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """``VeoProc.write_mem`` off the loop."""
-        await self._off_loop(self.sync.write_mem, dst, src, size)
+        self._check()
+        await self._copy_off_loop(self.sync.write_mem, dst, dst, src, size)
+
+    async def _copy_off_loop(self, copy: Callable[..., None], ve: Any, *args: Any) -> None:
+        """`copy(*args)` in the executor; pool memory it touches stays held
+        until the copy really ends (a cancelled await does not stop it)."""
+        blocks = _pool_blocks((ve,))
+        if blocks is None:
+            await self._off_loop(copy, *args)
+            return
+        await _await_fences(blocks, None)
+        loop = asyncio.get_running_loop()
+        for b in blocks:
+            b._hold()
+
+        def job() -> None:
+            try:
+                copy(*args)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_unhold, blocks)
+                except RuntimeError:   # the loop is gone: nobody can reuse them either
+                    pass
+
+        self._ops += 1
+        try:
+            await loop.run_in_executor(None, job)
+        finally:
+            self._ops -= 1
 
     async def close(self, *, cancel: bool = False) -> None:
         """Close every context (waiting for its requests), then destroy the VE
@@ -217,37 +293,44 @@ class AsyncProc:
             return
         self._closed = True
         what = str(self)
-        if not cancel:
+        pool = self._memory
+        try:
+            if not cancel:
+                for ctx in list(self.contexts):
+                    await ctx.close()
+                if pool is not None and not pool.closed:
+                    pool._warn_leaks(f"closing {what}")
+                await _in_executor(self.sync.destroy, None)
+                log.debug("aioveo: closed %s", what)
+                return
             for ctx in list(self.contexts):
-                await ctx.close()
-            await _in_executor(self.sync.destroy, None)
-            log.debug("aioveo: closed %s", what)
-            return
-        for ctx in list(self.contexts):
-            ctx._abandon()
-        busy = [c for c in self.contexts if c._in_flight]
-        # The VE process ends now, on both backends (the pid from AVEO's
-        # API): veo_proc_destroy would wait for its kernels without limit.
-        self.sync.kill()
-        if busy:
-            timeout = settings.current().cancel_timeout
-            try:
-                await asyncio.wait_for(asyncio.gather(*(c.synchronize() for c in busy)),
-                                       timeout)
-            except asyncio.TimeoutError:
-                pass
-        stuck = []
-        for c in busy:
-            if c._in_flight and c._hub is not None and not c._hub.forget(c.sync):
-                stuck.append(c)
-        if stuck:
-            # an engine thread is still inside libveo for them: AVEO would
-            # free the contexts under it, so the proc is left undestroyed
-            log.warning("aioveo: %s: %d context(s) did not come back after the VE process was "
-                        "ended; the proc is left undestroyed", what, len(stuck))
-            return
-        await _in_executor(self.sync.destroy, 0)
-        log.debug("aioveo: closed %s (cancelled)", what)
+                ctx._abandon()
+            busy = [c for c in self.contexts if c._in_flight]
+            # The VE process ends now, on both backends (the pid from AVEO's
+            # API): veo_proc_destroy would wait for its kernels without limit.
+            self.sync.kill()
+            if busy:
+                timeout = settings.current().cancel_timeout
+                try:
+                    await asyncio.wait_for(asyncio.gather(*(c.synchronize() for c in busy)),
+                                           timeout)
+                except asyncio.TimeoutError:
+                    pass
+            stuck = []
+            for c in busy:
+                if c._in_flight and c._hub is not None and not c._hub.forget(c.sync):
+                    stuck.append(c)
+            if stuck:
+                # an engine thread is still inside libveo for them: AVEO would
+                # free the contexts under it, so the proc is left undestroyed
+                log.warning("aioveo: %s: %d context(s) did not come back after the VE process "
+                            "was ended; the proc is left undestroyed", what, len(stuck))
+                return
+            await _in_executor(self.sync.destroy, 0)
+            log.debug("aioveo: closed %s (cancelled)", what)
+        finally:
+            if pool is not None:
+                pool._invalidate()   # its memory went with the VE process
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -266,21 +349,27 @@ def open_proc(node: int = -1, *, veorun_bin: str | None = None) -> _Opener[Async
     return _Opener(_open)
 
 
-def open_procs(nodes: Iterable[int], *, veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
-    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``."""
-    nodes = list(nodes)
+def open_procs(nodes: Iterable[int] | None = None, *, count: int | None = None,
+               veorun_bin: str | None = None) -> _Opener["ProcGroup"]:
+    """Open several procs at once: ``async with open_procs([0, 1, 2, 3]) as procs``
+    (exactly these nodes), or ``open_procs(count=4)``: any 4 VEs that open,
+    tried in the order of `nodes` (default: ``aioveo.nodes.candidates()``, the
+    scheduler's nodes, else the machine's).  A node that cannot be opened is
+    skipped for the next; NodesUnavailableError says which failed and why."""
+    from . import nodes as _nodes
 
     async def _open() -> ProcGroup:
-        results = await asyncio.gather(*(open_proc(n, veorun_bin=veorun_bin) for n in nodes),
-                                       return_exceptions=True)
-        procs = [r for r in results if isinstance(r, AsyncProc)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            await asyncio.gather(*(p.close() for p in procs), return_exceptions=True)
-            raise errors[0]
-        return ProcGroup(procs)
+        todo = _nodes.candidates() if nodes is None else list(nodes)
+        want = len(todo) if count is None else count
+        opened, _, _ = await _nodes.open_any(
+            todo, want, lambda n: open_proc(n, veorun_bin=veorun_bin), _close_now)
+        return ProcGroup(p for _, p in opened)
 
     return _Opener(_open)
+
+
+async def _close_now(proc: "AsyncProc") -> None:
+    await proc.close(cancel=True)
 
 
 class ProcGroup(list[AsyncProc]):
@@ -302,8 +391,12 @@ class AsyncContext:
         self._slot_waiters: collections.deque[asyncio.Future] = collections.deque()
         self._idle: asyncio.Future | None = None
         self._closed = False
+        self._cancelled = False     # closed by an exception (no leak warnings then)
         self._close_when_idle = False
         self._hub: _hub.Hub | None = None
+        #: this context's record in the proc's memory pool (its completed
+        #: frontier), made when pool memory is first used on it
+        self._mem: Any = None
 
     # -- bookkeeping
     @property
@@ -371,7 +464,7 @@ class AsyncContext:
                 w.set_result(None)
                 return
 
-    def _track(self, request: Any, hub: _hub.Hub, what: Any = None, nbytes: Any = None,
+    def _track(self, request: Any, hub: _hub.Hub, label: Any = None, nbytes: Any = None,
                spotted: bool = False) -> asyncio.Future:
         """A future for `request` (a VeoRequest or VeoBatch, its slots taken).
         Alone on the context it may finish at once: peek first (unless the
@@ -381,13 +474,13 @@ class AsyncContext:
         request.owner = self
         if _observers:
             for o in _observers:
-                o.submitted(self, request, what, nbytes, request.slots, False)
+                o.submitted(self, request, label, nbytes, request.slots, False)
         if not spotted and self._in_flight == request.slots:
             done = request.spot(hub.spot_us)
             if done is not None:
                 self._complete(request, *done)
                 return fut
-        hub.watch(request)
+        hub.engine.watch(request)
         return fut
 
     def _complete(self, request: Any, status: int, retval: int) -> None:
@@ -397,9 +490,13 @@ class AsyncContext:
         dropped; a forgotten one is dropped unfinished, so the core keeps its
         buffers until the VE is done with them."""
         self._release(request.slots)
+        if self._mem is not None and status != FORGOTTEN:
+            self._mem.completed(request)   # the frontier: uses up to it are over
         fut = request.future
         request.future = request.owner = None
         waiting = fut is not None and not fut.done()
+        if status != VEO_COMMAND_OK and status != FORGOTTEN and self.proc.sync._is_dead():
+            self.proc._died()
         if _observers:
             for o in _observers:
                 o.completed(request, status, fut is not None and fut.cancelled())
@@ -419,12 +516,6 @@ class AsyncContext:
             fut.set_result(result)
 
     # -- calls
-    def _take_slot_nowait(self) -> bool:
-        if self._in_flight < self.max_in_flight and not self._slot_waiters:
-            self._in_flight += 1
-            return True
-        return False
-
     def submit_nowait(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call and return a future of its result, without waiting
         for a slot (raises InFlightLimitError when the bound is reached)."""
@@ -433,35 +524,80 @@ class AsyncContext:
         if self._in_flight >= self.max_in_flight:
             raise InFlightLimitError(
                 f"{self._in_flight} requests in flight (max_in_flight={self.max_in_flight})")
+        blocks = _pool_blocks(args)
+        if blocks is not None and _fences(blocks, self._mem) is not None:
+            raise VeoError("an argument's VE memory was reused from another context that "
+                           "still has its previous use queued; submit with `await "
+                           "ctx.submit(...)`, which waits for it")
         self._in_flight += 1
-        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
+        return self._start(hub, fn, blocks, _for_context(fn, self), self.sync, *args)
 
+    # submit and call are the hot paths: their steps are written out (the
+    # same as _check, _get_hub and _start, with the slot taken in place) to spare a
+    # Python frame each.
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
-        self._check()
-        hub = self._get_hub()
-        if not self._take_slot_nowait():
-            await self._acquire()
-        return self._start(hub, fn, None, _for_context(fn, self), self.sync, *args)
-
-    async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
-        """Call a VE function and return its converted result.  A call found
-        finished on the spot is returned without a future or a hand-off."""
-        self._check()
-        hub = self._get_hub()
-        if not self._take_slot_nowait():
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        blocks = _pool_blocks(args)    # pool memory: its uses are recorded
+        if blocks is not None:
+            await _await_fences(blocks, self)
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
             await self._acquire()
         try:
             request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
         except BaseException:
             self._release()
             raise
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        return self._track(request, hub, fn)
+
+    async def call(self, fn: VeoFunction | PoolFunction, *args: Any) -> Any:
+        """Call a VE function and return its converted result.  A call found
+        finished on the spot is returned without a future or a hand-off."""
+        if self._closed:
+            raise ClosedError("the context is closed")
+        hub = self._hub
+        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+            hub = self._get_hub()
+        blocks = _pool_blocks(args)    # pool memory: its uses are recorded
+        if blocks is not None:
+            await _await_fences(blocks, self)
+        if self._in_flight < self.max_in_flight and not self._slot_waiters:
+            self._in_flight += 1
+        else:
+            await self._acquire()
+        try:
+            request = (fn if type(fn) is VeoFunction else _for_context(fn, self))(self.sync, *args)
+        except BaseException:
+            self._release()
+            raise
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
         if self._in_flight == 1 and not _observers:
-            done = request.spot(hub.spot_us)
-            if done is not None:
+            try:
+                result = request.result_within(hub.spot_us)
+            except BaseException:
                 self._release()
-                return request.finish(*done)
+                if self._mem is not None:
+                    self._mem.completed(request)
+                if self.proc.sync._is_dead():
+                    self.proc._died()
+                raise
+            if result is not PENDING:
+                if self._mem is not None:
+                    self._mem.completed(request)
+                self._in_flight = 0          # the slot back, without a frame
+                if self._slot_waiters or self._idle is not None:
+                    self._release(0)         # wake who waits for it
+                return result
             return await self._track(request, hub, fn, None, True)
         return await self._track(request, hub, fn)
 
@@ -479,12 +615,17 @@ class AsyncContext:
         try:
             for pos in range(0, len(todo), chunk):
                 part = todo[pos:pos + chunk]
+                blocks = _pool_blocks_batch(part)
+                if blocks is not None:
+                    await _await_fences(blocks, self)
                 await self._acquire(len(part))
                 try:
                     batch = _for_context(fn, self).submit_batch(self.sync, part)
                 except BaseException:
                     self._release(len(part))
                     raise
+                if blocks is not None:
+                    _record_uses(blocks, self._mem or _ctx_mem(self), batch)
                 futures.append(self._track(batch, hub, fn))
             results: list[Any] = []
             for f in futures:
@@ -496,34 +637,49 @@ class AsyncContext:
             raise
 
     # -- memory
-    async def _submit_request(self, what: str, nbytes: Any, make: Callable[..., Any],
+    async def _submit_request(self, label: str, nbytes: Any, ve: Any, make: Callable[..., Any],
                               *args: Any) -> asyncio.Future:
         self._check()
         hub = self._get_hub()
+        blocks = _pool_blocks((ve,))
+        if blocks is not None:
+            await _await_fences(blocks, self)
         await self._acquire()
-        return self._start(hub, what, nbytes, make, *args)
+        return self._start(hub, (label, nbytes), blocks, make, *args)
 
-    def _start(self, hub: _hub.Hub, what: Any, nbytes: Any, make: Callable[..., Any],
+    def _start(self, hub: _hub.Hub, label: Any, blocks: list | None, make: Callable[..., Any],
                *args: Any) -> asyncio.Future:
-        """``make(*args)`` on the slot already taken (given back if it fails)."""
+        """``make(*args)`` on the slot already taken (given back if it fails);
+        `label` names it for observers (a function, or (transfer name, bytes));
+        `blocks` are the pool blocks it uses."""
         try:
             request = make(*args)
         except BaseException:
             self._release()
             raise
-        return self._track(request, hub, what, nbytes)
+        if blocks is not None:
+            _record_uses(blocks, self._mem or _ctx_mem(self), request)
+        if type(label) is tuple:
+            return self._track(request, hub, label[0], label[1])
+        return self._track(request, hub, label, None)
 
+    # The rule for every transfer path: a host buffer belongs to the VE from
+    # submission until the transfer is done (its future, or the await).  The
+    # VE may read a source or write a destination at any moment in between
+    # (at once on an idle context, later behind queued work), so the buffer
+    # must not be changed or read until then.
     async def submit_read_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of VE memory `src` into `dst` behind this context's
-        work; returns a future of its completion (``dst`` is kept alive until
-        then).  ``read_mem`` is this, awaited."""
-        return await self._submit_request("read_mem", dst if size is None else size,
+        work; returns a future of its completion.  `dst` is kept alive, and
+        may be written at any moment, until the future is done."""
+        return await self._submit_request("read_mem", dst if size is None else size, src,
                                           self.sync.async_read_mem, dst, src, size)
 
     async def submit_write_mem(self, dst: Any, src: Any, size: int | None = None) -> asyncio.Future:
         """Queue a copy of the host buffer `src` to VE memory `dst`; returns a
-        future of its completion."""
-        return await self._submit_request("write_mem", src if size is None else size,
+        future of its completion.  `src` is kept alive, and may be read at any
+        moment, until the future is done: change it only after that."""
+        return await self._submit_request("write_mem", src if size is None else size, dst,
                                           self.sync.async_write_mem, dst, src, size)
 
     def _inline_ok(self, size: int) -> bool:
@@ -537,7 +693,8 @@ class AsyncContext:
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
-        if self._inline_ok(size):
+        if self._inline_ok(size) and (
+                type(src) is not VEArray or _fences(_pool_blocks((src,)) or [], self._mem) is None):
             self._copy_inline("read_mem", self.proc.sync.read_mem, dst, src, size)
             return
         await (await self.submit_read_mem(dst, src, size))
@@ -545,12 +702,13 @@ class AsyncContext:
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
-        if self._inline_ok(size):
+        if self._inline_ok(size) and (
+                type(dst) is not VEArray or _fences(_pool_blocks((dst,)) or [], self._mem) is None):
             self._copy_inline("write_mem", self.proc.sync.write_mem, dst, src, size)
             return
         await (await self.submit_write_mem(dst, src, size))
 
-    def _copy_inline(self, what: str, copy: Callable[..., None], *args: Any) -> None:
+    def _copy_inline(self, label: str, copy: Callable[..., None], *args: Any) -> None:
         """A small transfer on a context with nothing queued, copied on the
         loop thread: cheaper than a hand-off, and the order is kept."""
         self._check()
@@ -559,7 +717,7 @@ class AsyncContext:
             return
         key = object()
         for o in _observers:
-            o.submitted(self, key, what, args[-1], 1, True)
+            o.submitted(self, key, label, args[-1], 1, True)
         status: int | None = VEO_COMMAND_ERROR
         try:
             copy(*args)
@@ -568,37 +726,70 @@ class AsyncContext:
             for o in _observers:
                 o.completed(key, status, False)
 
-    async def alloc_mem(self, size: int) -> VEMemPtr:
-        """Allocate VE memory of the proc."""
-        return await self.proc.alloc_mem(size)
+    async def alloc_mem(self, size: int, *, wait: float = 0.0) -> VEMemPtr:
+        """`size` bytes of VE memory from the proc's pool, as a VEMemPtr;
+        blocks freed on this context are reusable here at once."""
+        self._check()
+        blk = await self.proc.memory.alloc(size, ctx=self, wait=wait)
+        return blk.ptr()
 
     async def free_mem(self, ptr: VEMemPtr) -> None:
+        """Free memory from ``alloc_mem``: pool memory goes back at once,
+        never waiting for the VE (it is reused only after the requests
+        already queued with it); raw VEO memory waits for this context."""
+        if type(ptr) is VEMemPtr and ptr.block is not None:
+            ptr.block.free()
+            return
         await self.synchronize()
         await self.proc.free_mem(ptr)
 
-    async def to_ve(self, array: Any) -> "VEArray":
-        """Copy a numpy array to newly allocated VE memory."""
+    async def empty(self, shape: Any, dtype: Any = float, *, wait: float = 0.0) -> VEArray:
+        """An uninitialised VEArray from the proc's pool.  With `wait`
+        (seconds), a pool short of memory waits that long for blocks being
+        freed (by other tasks, or queued work passing their last use)
+        before it raises VEOutOfMemoryError."""
+        self._check()
+        shape, dt, nbytes = _array_layout(shape, dtype)
+        pool = self.proc._memory or self.proc.memory
+        mem = self._mem or _ctx_mem(self)
+        blk = pool._hit(nbytes or 1, mem)
+        if blk is None:
+            blk = await pool.alloc(nbytes, ctx=self, wait=wait)
+        return _array_from_block(self, blk, shape, dt)
+
+    async def to_ve(self, array: Any, *, wait: float = 0.0) -> VEArray:
+        """Copy a numpy array to a new VEArray (memory from the proc's pool)."""
         import numpy as np  # imported on first use: it is half of aioveo's import time
 
         array = np.ascontiguousarray(array)
-        ptr = await self.alloc_mem(max(array.nbytes, 1))
+        ve = await self.empty(array.shape, array.dtype, wait=wait)
         try:
-            await self.write_mem(ptr, array, array.nbytes)
+            await self.write_mem(ve, array, array.nbytes)
         except BaseException:
-            await self.proc.free_mem(ptr)
+            ve.free()
             raise
-        return VEArray(self, ptr, array.shape, array.dtype)
+        return ve
 
-    async def from_ve(self, ve: "VEArray", out: np.ndarray | None = None) -> np.ndarray:
-        """Copy a VEArray back into `out` (or a new array)."""
+    async def from_ve(self, ve: VEArray, out: np.ndarray | None = None) -> np.ndarray:
+        """Copy a VEArray back into `out` (same dtype and size, C-contiguous
+        and writable) or into a new array."""
+        if type(ve) is not VEArray:
+            raise TypeError(f"from_ve copies a VEArray, not {type(ve).__name__} (for a "
+                            f"VEMemPtr use read_mem)")
         if out is None:
             import numpy as np
 
             out = np.empty(ve.shape, ve.dtype)
-        elif out.nbytes < ve.nbytes or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be a writable C-contiguous array of at least "
-                             f"{ve.nbytes} bytes")
-        await self.read_mem(out, ve.ptr, ve.nbytes)
+        else:
+            if getattr(out, "dtype", None) != ve.dtype:
+                raise TypeError(f"out has dtype {getattr(out, 'dtype', type(out).__name__)}, "
+                                f"the VEArray {ve.dtype}: copy into a {ve.dtype} array (or "
+                                f"reinterpret the VEArray with ve.view(...))")
+            if out.size != ve.size:
+                raise ValueError(f"out has {out.size} items, the VEArray {ve.size}")
+            if not out.flags.c_contiguous or not out.flags.writeable:
+                raise ValueError("out must be a writable C-contiguous array")
+        await self.read_mem(out, ve, ve.nbytes)
         return out
 
     async def synchronize(self) -> None:
@@ -644,6 +835,7 @@ class AsyncContext:
         if self._closed:
             return
         self._closed = True
+        self._cancelled = True
         self._fail_slot_waiters()
         if self._hub is None or not self._in_flight:
             return
@@ -662,11 +854,19 @@ class AsyncContext:
         if self.proc.main_context is self:
             self.proc.main_context = None
         handle = self.sync.handle_was
-        if not self.proc.sync.destroyed and not self.sync.closed:
-            try:
-                await _in_executor(self.proc.sync.close_context, self.sync)
-            except VeoError as e:   # a dead proc: nothing to close
-                log.debug("aioveo: closing context %d: %s", self.sync.index, e)
+        mem = self._mem
+        pool = self.proc._memory
+        if mem is not None and pool is not None and not pool.closed and not self._cancelled:
+            pool._warn_leaks(f"closing context 0x{handle:x}", mem)
+        try:
+            if not self.proc.sync.destroyed and not self.sync.closed:
+                try:
+                    await _in_executor(self.proc.sync.close_context, self.sync)
+                except VeoError as e:   # a dead proc: nothing to close
+                    log.debug("aioveo: closing context %d: %s", self.sync.index, e)
+        finally:
+            if mem is not None:
+                mem.close()   # its queue is drained: every use on it is over
         log.debug("aioveo: closed context 0x%x (context %d) of %s", handle, self.sync.index,
                   self.proc)
 
@@ -680,12 +880,9 @@ class AsyncContext:
 
 def _for_context(fn: "PoolFunction | VeoFunction", ctx: AsyncContext) -> VeoFunction:
     """The VeoFunction to call on `ctx` (a PoolFunction names one per proc)."""
-    if isinstance(fn, PoolFunction):
-        try:
-            return fn.per_proc[ctx.proc]
-        except KeyError:
-            raise ValueError(f"{fn!r} was not resolved in the proc of {ctx!r}") from None
-    return fn
+    if isinstance(fn, VeoFunction):
+        return fn
+    return fn.for_proc(ctx.proc)
 
 
 def _consume(f: asyncio.Future) -> None:
@@ -694,130 +891,31 @@ def _consume(f: asyncio.Future) -> None:
 
 
 def _nbytes(obj: Any) -> int:
+    if type(obj) is VEArray:
+        return obj.nbytes
     return memoryview(obj).nbytes
 
 
-class VEArray:
-    """A numpy-shaped block of VE memory (see AsyncContext.to_ve)."""
-
-    def __init__(self, ctx: AsyncContext, ptr: VEMemPtr, shape: Sequence[int],
-                 dtype: Any) -> None:
-        self.ctx = ctx
-        self.ptr = ptr
-        self.shape = tuple(shape)
-        import numpy as np
-
-        self.dtype = np.dtype(dtype)
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @property
-    def addr(self) -> int:
-        return int(self.ptr.addr)
-
-    def __index__(self) -> int:
-        """A VEArray passes as its VE address: ``await ctx.call(fn, ve_array, n)``."""
-        return int(self.ptr.addr)
-
-    async def free(self) -> None:
-        await self.ctx.free_mem(self.ptr)
-
-    def __repr__(self) -> str:
-        return f"VEArray(shape={self.shape}, dtype={self.dtype}, addr=0x{self.addr:x})"
+def _unhold(blocks: list) -> None:
+    for b in blocks:
+        b._unhold()
 
 
-# ---- many VEs ------------------------------------------------------------------
-class PoolFunction:
-    """A function named once and resolved in every proc of a pool."""
-
-    def __init__(self, per_proc: dict[AsyncProc, VeoFunction], name: str) -> None:
-        self.per_proc = per_proc
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"PoolFunction({self.name!r}, procs={len(self.per_proc)})"
-
-
-class Pool:
-    """Contexts of several procs; calls go to the least-loaded context."""
-
-    def __init__(self, procs: list[AsyncProc], contexts: list[AsyncContext],
-                 owns_procs: bool) -> None:
-        self.procs = procs
-        self.contexts = contexts
-        self._owns = owns_procs
-
-    @classmethod
-    async def create(cls, procs: list[AsyncProc], contexts_per_proc: int = 1, *,
-                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, owns_procs: bool = False) -> "Pool":
-        contexts = []
-        for p in procs:
-            for _ in range(contexts_per_proc):
-                contexts.append(await p.open_context(max_in_flight=max_in_flight))
-        return cls(list(procs), contexts, owns_procs)
-
-    async def function(self, library: str | os.PathLike, prototype: str) -> PoolFunction:
-        """Load `library` in every proc and find `prototype` (a C prototype
-        like ``"double dot(double *, double *, long)"`` or a bare name) in each."""
-        libs = await asyncio.gather(*(p.load_library(library) for p in self.procs))
-        # (a lookup queues behind each proc's main context: off the loop)
-        fns = await asyncio.gather(*(p.find_function(lib, prototype)
-                                     for p, lib in zip(self.procs, libs)))
-        return PoolFunction(dict(zip(self.procs, fns)), prototype)
-
-    def least_loaded(self) -> AsyncContext:
-        return min(self.contexts, key=lambda c: c.in_flight)
-
-    async def submit(self, fn: PoolFunction | VeoFunction, *args: Any) -> asyncio.Future:
-        ctx = self.least_loaded()
-        return await ctx.submit(_for_context(fn, ctx), *args)
-
-    async def call(self, fn: PoolFunction | VeoFunction, *args: Any) -> Any:
-        return await (await self.submit(fn, *args))
-
-    async def map(self, fn: PoolFunction | VeoFunction,
-                  arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:
-        """Spread calls over all contexts in contiguous slices; results in order."""
-        todo = list(arg_tuples)
-        k = len(self.contexts)
-        slices = [todo[i * len(todo) // k:(i + 1) * len(todo) // k] for i in range(k)]
-        parts = await asyncio.gather(*(c.map(_for_context(fn, c), s)
-                                       for c, s in zip(self.contexts, slices) if s))
-        return [r for part in parts for r in part]
-
-    async def close(self, *, cancel: bool = False) -> None:
-        await asyncio.gather(*(c.close(cancel=cancel) for c in self.contexts),
-                             return_exceptions=True)
-        if self._owns:
-            await asyncio.gather(*(p.close(cancel=cancel) for p in self.procs),
-                                 return_exceptions=True)
-
-    async def __aenter__(self) -> "Pool":
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close(cancel=exc_type is not None)
+async def _await_fences(blocks: list | None, ctx: AsyncContext | None) -> None:
+    """Wait until pool blocks reused from another context's queue may be
+    used on `ctx` (None: the proc's own calls): their previous life's last
+    use there is done.  Usually nothing to wait for."""
+    if blocks is None:
+        return
+    waits = _fences(blocks, ctx._mem if ctx is not None else None)
+    if waits is None:
+        return
+    loop = asyncio.get_running_loop()
+    for mem, ticket in waits:
+        fut = loop.create_future()
+        mem.wait_for(ticket, fut)
+        await fut
 
 
-def open_pool(nodes: Iterable[int], contexts_per_proc: int = 1, *,
-              max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener[Pool]:
-    """Open procs on `nodes` and a pool over their contexts:
-    ``async with open_pool([0, 1, 2, 3], contexts_per_proc=2) as pool``."""
-
-    async def _open() -> Pool:
-        if contexts_per_proc > 1:   # refused by AVEO without VE_OMP_NUM_THREADS=1
-            problem = second_context_problem()
-            if problem is not None:
-                raise VeoError(f"open_pool(contexts_per_proc={contexts_per_proc}): {problem}")
-        procs = await open_procs(nodes)
-        try:
-            return await Pool.create(list(procs), contexts_per_proc, max_in_flight=max_in_flight,
-                                     owns_procs=True)
-        except BaseException:
-            await procs.close()
-            raise
-
-    return _Opener(_open)
+# The pool moved to aioveo.pool; these names stay importable from here.
+from .pool import Pool, PoolFunction, open_pool  # noqa: E402  (it imports this module)

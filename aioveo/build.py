@@ -21,7 +21,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -116,11 +115,13 @@ def _libs(libs: str | Iterable[str] | None) -> list[str]:
 def _backend_kind(backend: object) -> str:
     """'emulator' or 'vendor' from an explicit choice, else from aioveo._core."""
     if backend is None:
+        from . import _core
         try:
-            from . import _core  # type: ignore[attr-defined]
             backend = _core.backend()
-        except Exception:  # core not built or no libveo: build for the emulator
-            return EMULATOR
+        except ImportError as e:   # no usable libveo, e.g. AIOVEO_LIBVEO names a missing file
+            raise ImportError(f"VeBuild cannot tell which compilers to use (the emulator's or "
+                              f"NEC's): {e}; pass backend='emulator' or backend='vendor' to "
+                              f"choose") from e
     kind = backend if isinstance(backend, str) else getattr(backend, "kind", None)
     if kind not in (EMULATOR, VENDOR):
         raise ValueError(f"backend must be 'emulator' or 'vendor', not {backend!r}")
@@ -128,20 +129,8 @@ def _backend_kind(backend: object) -> str:
 
 
 def _emu_file(name: str) -> Path:
-    """A file of the installed emulator (include dir, libveorun.a).
-
-    Falls back to other ``aioveo/_emu`` directories on sys.path because a
-    source checkout on sys.path shadows the installed package for pure-Python
-    modules but has no built emulator.
-    """
-    first = _paths.EMU_DIR / name
-    if first.exists():
-        return first
-    for entry in sys.path:
-        candidate = Path(entry or ".") / "aioveo" / "_emu" / name
-        if candidate.exists():
-            return candidate.resolve()
-    return first
+    """A file of the installed emulator (include dir, libveorun.a)."""
+    return _paths.EMU_DIR / name
 
 
 def mk_veorun_static_path() -> str:
@@ -273,15 +262,24 @@ class VeFtnObj(VeObj):
 class VeBuild:
     """Compile sources given as strings into a VE shared object or static helper.
 
+    As in PyVEO, files are built in the build directory: by default the
+    current directory, and ``build_so`` returns the built file's name joined to
+    the build directory as given (``"label.so"`` by default, relative to the
+    current directory; ``"d/label.so"`` after ``set_build_dir("d")``).  With
+    ``private_dir=True`` they are built in a private temporary directory
+    (mode 0700, removed at exit) and the returned path is absolute.
+
     ``backend`` is "emulator" or "vendor" (or an object with such a ``kind``);
     by default it is the backend ``aioveo._core`` runs on, or the emulator.
     """
 
-    def __init__(self, backend: object = None) -> None:
+    def __init__(self, backend: object = None, *, private_dir: bool = False) -> None:
         self._obj: OrderedDict[str, VeObj] = OrderedDict()
         self._backend = backend
         self._kind: str | None = None
-        self._blddir: str | None = None
+        self._private = private_dir
+        self._blddir: str | None = None    # as given by set_build_dir; None: the default
+        self._used_dir: str | None = None  # where the last build wrote (absolute)
         self._built: list[str] = []
         self._made_dirs: list[str] = []
         self._generated: list[str] = []  # intermediate files besides sources and objects
@@ -312,14 +310,21 @@ class VeBuild:
         self._add(label, VeFtnObj(content, flags=flags, compiler=compiler))
 
     def set_build_dir(self, dirname: str | os.PathLike[str]) -> None:
-        """Build in ``dirname`` (created when needed) instead of a private temporary directory."""
-        self._blddir = os.path.abspath(os.fspath(dirname))
+        """Build in ``dirname`` (created when needed); built files are returned
+        as ``dirname`` joined with their name, relative if ``dirname`` is."""
+        self._blddir = os.fspath(dirname)
         self._blddir_is_temp = False
 
     @property
     def build_dir(self) -> str:
-        """The build directory (created on first build)."""
+        """The build directory, absolute (created on first build)."""
         return self._check_create_blddir()
+
+    def _output(self, blddir: str, name: str) -> str:
+        """The name a build returns for `name` built in `blddir` (PyVEO's rule)."""
+        if self._blddir_is_temp:
+            return os.path.join(blddir, name)
+        return os.path.join(self._blddir or "", name)
 
     def build_so(self, label: str | None = None, flags: str | Sequence[str] | None = None,
                  libs: str | Iterable[str] | None = None, linker: str | None = None,
@@ -339,7 +344,7 @@ class VeBuild:
                *self._objects(blddir), *_libs(libs), *self._runtime_libs(linker)]
         _run(cmd, blddir, verbose)
         self._record(soname)
-        return soname
+        return self._output(blddir, label + ".so")
 
     def build_veorun(self, label: str | None = None, flags: str | Sequence[str] | None = None,
                      libs: str | Iterable[str] | None = None, verbose: bool = False,
@@ -381,14 +386,15 @@ class VeBuild:
             cmd += ["-rdynamic", str(helper_lib), "-lffi", "-ldl", "-lpthread"]
             _run(cmd, blddir, verbose)
         self._record(oname)
-        return oname
+        return self._output(blddir, label + ".veorun")
 
     def clean(self) -> None:
         """Remove the sources and objects written for the current sources."""
-        if self._blddir is None or not os.path.isdir(self._blddir):
+        d = self._used_dir
+        if d is None or not os.path.isdir(d):
             return
         for label, obj in self._obj.items():
-            obj.clean(label, dir=self._blddir)
+            obj.clean(label, dir=d)
         for path in self._generated:
             try:
                 os.unlink(path)
@@ -438,13 +444,14 @@ class VeBuild:
         return label
 
     def _check_create_blddir(self) -> str:
-        if self._blddir is None:
+        """The build directory as an absolute path, created when needed."""
+        if self._blddir is None and self._private:
             d = tempfile.mkdtemp(prefix="aioveo-build-")  # mode 0700
             self._blddir, self._blddir_is_temp = d, True
             self._made_dirs.append(d)
             atexit.register(_remove_at_exit, d, os.getpid())
             return d
-        d = self._blddir
+        d = os.path.abspath(self._blddir or os.curdir)
         if os.path.isdir(d):
             if not os.access(d, os.W_OK | os.R_OK | os.X_OK):
                 raise OSError(f"Directory '{d}' exists but is not readable or writable!")
@@ -457,7 +464,7 @@ class VeBuild:
     def _compile_all(self, verbose: bool) -> str:
         if not self._obj:
             raise ValueError("No sources. Call set_c_src() (or set_cpp_src/set_ftn_src) first.")
-        blddir = self._check_create_blddir()
+        blddir = self._used_dir = self._check_create_blddir()
         kind = self.backend
         for label, obj in self._obj.items():
             obj._kind = kind

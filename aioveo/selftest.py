@@ -244,10 +244,11 @@ def run(node: int = 0) -> int:
                     try:
                         lib.find_function("long st_crash(void)")(ctx).wait_result()
                         return "FAIL", f"a fault on the {where} context raised nothing"
-                    except aioveo.VeoException as e:
-                        seen.append(f"{where}: {type(e).__name__}(signal={e.signal})")
-                        kind_ok = (type(e) is aioveo.VeoException and e.signal) if where == "main" \
-                            else isinstance(e, aioveo.KernelDiedError)
+                    except VeoError as e:
+                        seen.append(f"{where}: {type(e).__name__}"
+                                    f"(signal={getattr(e, 'signal', None)})")
+                        kind_ok = (type(e) is aioveo.VeoException and e.signal) \
+                            if where == "main" else type(e) is aioveo.KernelDiedError
                         if not kind_ok:
                             return "FAIL", "; ".join(seen)
                     if p.alive or p.pid is not None:

@@ -18,12 +18,14 @@ started; a loop already running keeps its engine.  The native core reads
 | ``AIOVEO_LIBVEO`` | ``libveo`` | (auto) | the libveo to load: a path, ``emulator``, or ``emulator-noext`` (the emulator without its ``veo_emu_*`` extensions, as the vendor library) |
 | ``AIOVEO_ENGINE`` | ``engine`` | ``poll`` | ``wait``: a thread per context blocked in ``veo_call_wait_result`` |
 | ``AIOVEO_ENGINE_SPIN_US`` | ``engine_spin_us`` | 50 | the poll thread spins this long after activity |
-| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 1000 | its longest sleep between peeks |
+| ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 5000 | its longest sleep between peeks (a sleep is also at most 1/8 of the time already waited) |
 | ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
 | ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 0 VE | transfers up to this size are copied on the loop thread when the proc's main context is idle; 0: never |
 | ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at ``VeoProc.destroy()`` or interpreter exit before it is ended by force |
 | ``AIOVEO_CANCEL_TIMEOUT`` | ``cancel_timeout`` | 2 | leaving ``async with`` by an exception ends the VE process at once, then waits at most this long for its requests to come back |
 | ``AIOVEO_MK_VEORUN_STATIC`` | ``mk_veorun_static`` | (auto) | AVEO's ``mk_veorun_static`` for ``VeBuild.build_veorun`` (default: ``/opt/nec/ve/bin``, then PyVEO's ``/opt/nec/ve/libexec``) |
+| ``AIOVEO_POOL_PROBE_MS`` | ``pool_probe_ms`` | 100 | a pool checks its procs are alive this often (0: only when calls fail) |
+| ``AIOVEO_MEMPOOL`` | ``mempool`` | ``1`` | VE memory of the asyncio API: ``1`` a caching pool per proc, ``0`` one ``veo_alloc_mem`` per block, ``debug`` as ``0`` plus poisoned frees and allocation sites (read when a proc's pool is made) |
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from typing import Any, Iterator
 __all__ = ["Settings", "current", "configure", "override", "for_loop", "ENV"]
 
 ENGINES = ("poll", "wait")
+MEMPOOL_MODES = ("1", "0", "debug", "on", "off", "cache", "raw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +48,22 @@ class Settings:
     libveo: str | None = None
     engine: str = "poll"
     engine_spin_us: int = 50
-    engine_max_sleep_us: int = 1000
+    engine_max_sleep_us: int = 5000
     spot_us: float = 20.0
     inline_transfer: int | None = None    # None: the backend's default
     exit_grace: float = 5.0
     cancel_timeout: float = 2.0
     mk_veorun_static: str | None = None
+    pool_probe_ms: float = 100.0
+    mempool: str = "1"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {self.engine!r}")
+        if self.mempool not in MEMPOOL_MODES:
+            raise ValueError(f"mempool must be one of {MEMPOOL_MODES}, not {self.mempool!r}")
         for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace",
-                     "cancel_timeout"):
+                     "cancel_timeout", "pool_probe_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if self.inline_transfer is not None and self.inline_transfer < 0:
@@ -85,6 +92,8 @@ ENV: dict[str, tuple[str, Any]] = {
     "AIOVEO_EXIT_GRACE": ("exit_grace", float),
     "AIOVEO_CANCEL_TIMEOUT": ("cancel_timeout", float),
     "AIOVEO_MK_VEORUN_STATIC": ("mk_veorun_static", str),
+    "AIOVEO_POOL_PROBE_MS": ("pool_probe_ms", float),
+    "AIOVEO_MEMPOOL": ("mempool", str),
 }
 
 

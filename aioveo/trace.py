@@ -26,6 +26,10 @@ times:
   work queued, ``end - start`` is the request's run time on the VE; ``end -
   submit`` includes the queueing.
 
+Memory pools report too: every allocation, free and reclaim samples the
+proc's pool (bytes in use, cached free, pending free), shown as a "VE memory"
+counter track of the proc in the Chrome trace.
+
 Only one recorder is active at a time (process wide, every event loop).  It
 observes the asyncio layer through its observer hooks (``aio.add_observer``)
 and decides nothing there; when none is active, the layer pays one test of an
@@ -103,6 +107,8 @@ class Recorder:
         self._ctx_ids: dict[int, tuple[Any, int, int]] = {}   # id(ctx) -> (weakref, pid, tid)
         self._proc_ids: dict[int, tuple[Any, int]] = {}       # id(proc) -> (weakref, pid)
         self._open: dict[int, Request] = {}                   # id(key) -> in flight
+        #: memory pool samples: (time, pid, used, cached, pending), bytes
+        self.memory: list[tuple[int, int, int, int, int]] = []
 
     # ---- hooks called by aioveo.aio (loop thread) ------------------------------
     def _ids(self, ctx: aio.AsyncContext) -> tuple[int, int]:
@@ -129,14 +135,14 @@ class Recorder:
         self._proc_ids[id(proc)] = (weakref.ref(proc), pid)
         return pid
 
-    def _new(self, ctx: aio.AsyncContext, what: Any, nbytes: Any, calls: int,
+    def _new(self, ctx: aio.AsyncContext, label: Any, nbytes: Any, calls: int,
              inline: bool = False) -> Request:
         t = _clock() - self.t0
         pid, tid = self._ids(ctx)
-        if isinstance(what, str):
-            name = what
+        if isinstance(label, str):
+            name = label
         else:
-            name = getattr(what, "name", None) or repr(what)
+            name = getattr(label, "name", None) or repr(label)
         if nbytes is None:
             nbytes = 0
         elif not isinstance(nbytes, int):   # a host buffer whose size was not given
@@ -146,12 +152,17 @@ class Recorder:
         return req
 
     # ---- the observer hooks (aioveo.aio calls them on the loop thread) -------------
-    def submitted(self, ctx: aio.AsyncContext, key: Any, what: Any, nbytes: Any, calls: int,
+    def submitted(self, ctx: aio.AsyncContext, key: Any, label: Any, nbytes: Any, calls: int,
                   inline: bool) -> None:
         """A request was handed to the VE (or, `inline`, is being copied on the
         loop thread); `key` names it until ``completed``."""
         if self.stopped is None:
-            self._open[id(key)] = self._new(ctx, what, nbytes, calls, inline)
+            self._open[id(key)] = self._new(ctx, label, nbytes, calls, inline)
+
+    def memory_sample(self, proc: aio.AsyncProc, used: int, cached: int, pending: int) -> None:
+        """A proc's memory pool changed (called by aioveo.memory)."""
+        if self.stopped is None:
+            self.memory.append((_clock() - self.t0, self._pid(proc), used, cached, pending))
 
     def completed(self, key: Any, status: int | None, cancelled: bool) -> None:
         """The request `key` ended with `status` (None: an inline copy that worked)."""
@@ -232,6 +243,9 @@ class Recorder:
             cat = "transfer" if r.name in ("read_mem", "write_mem") else "call"
             events.append({"name": r.name, "cat": cat, "ph": "X", "pid": r.pid, "tid": r.tid,
                            "ts": r.start / 1e3, "dur": (r.end - r.start) / 1e3, "args": args})
+        for t, pid, used, cached, pending in self.memory:
+            events.append({"name": "VE memory", "ph": "C", "pid": pid, "ts": t / 1e3,
+                           "args": {"used": used, "cached": cached, "pending": pending}})
         trace = {"traceEvents": events, "displayTimeUnit": "ms",
                  "otherData": {"producer": "aioveo.trace", "wall_clock_start": self.wall_t0}}
         if path is not None:

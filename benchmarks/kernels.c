@@ -29,3 +29,10 @@ long work_us(long us) {
   }
   return us;
 }
+
+/* Faults, ending its VE process: the pool's replacement benchmark. */
+long crash(void) {
+  volatile long *p = 0;
+  *p = 1;
+  return 0;
+}

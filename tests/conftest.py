@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,6 @@ KERNEL_SRC = ROOT / "tests" / "kernels"
 # use several contexts per proc.  (tests/test_fidelity.py unsets it where it
 # checks the refusal.)
 os.environ["VE_OMP_NUM_THREADS"] = "1"
-
-# The tests exercise the installed package: the source tree's aioveo/ (without
-# its compiled modules) must not shadow it under `python -m pytest`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
 
 
 def pytest_asyncio_loop_factories(config, item):
@@ -68,3 +63,28 @@ def pytest_configure(config):
 def aio_lib(build_kernel) -> str:
     """The test kernels, as the asyncio tests load them (a path)."""
     return build_kernel("core_kernels")
+
+
+# ---- the PyVEO API's objects, one set per test module (test_core, test_messages) ----
+@pytest.fixture(scope="module")
+def kernels(build_kernel):
+    return build_kernel("core_kernels")
+
+
+@pytest.fixture(scope="module")
+def proc():
+    import aioveo
+
+    p = aioveo.VeoProc(0)
+    yield p
+    p.destroy()
+
+
+@pytest.fixture(scope="module")
+def lib(proc, kernels):
+    return proc.load_library(kernels)
+
+
+@pytest.fixture(scope="module")
+def ctx(proc):
+    return proc.open_context()

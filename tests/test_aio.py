@@ -14,12 +14,8 @@ import pytest
 
 import aioveo
 from aioveo import OnStack, VEO_INTENT_OUT
+from helpers import declare
 
-def declare(lib, name, args, ret="long"):
-    fn = lib.find_function(name)
-    fn.args_type(*args)
-    fn.ret_type(ret)
-    return fn
 
 
 class Kernels:

@@ -33,6 +33,15 @@ def test_dev_suite_quick_latency_scenario_writes_json_markdown_and_targets(tmp_p
     assert "### Targets" in r.stdout
 
 
+def test_dev_suite_quick_healing_scenario(tmp_path):
+    r = subprocess.run([sys.executable, str(SUITE), "--quick", "--only", "healing"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "### A pool that loses a proc (4 procs)" in r.stdout
+    assert "PASS calls succeeding after a crash in a 4-proc pool" in r.stdout
+    assert "PASS 4 live procs again after a crash" in r.stdout
+
+
 def test_installed_bench_quick_json(tmp_path):
     r = subprocess.run([sys.executable, "-m", "aioveo", "bench", "--quick", "--json"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -1,7 +1,8 @@
 """The command line, as a user runs it: ``python -m aioveo ...`` (and ``aioveo``).
 
-Subprocesses run with cwd in a temporary directory: from the source tree,
-``python -m`` would import the uninstalled aioveo/ instead of the package.
+Subprocesses run with cwd in a temporary directory (test_demo checks that the
+demo leaves nothing there); tests/test_front_door.py runs them from the
+checkout root.
 """
 from __future__ import annotations
 

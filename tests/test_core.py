@@ -17,28 +17,6 @@ import aioveo as veo
 from aioveo import OnStack, VEO_INTENT_IN, VEO_INTENT_INOUT, VEO_INTENT_OUT
 
 
-@pytest.fixture(scope="module")
-def kernels(build_kernel):
-    return build_kernel("core_kernels")
-
-
-@pytest.fixture(scope="module")
-def proc():
-    p = veo.VeoProc(0)
-    yield p
-    p.destroy()
-
-
-@pytest.fixture(scope="module")
-def lib(proc, kernels):
-    return proc.load_library(kernels)
-
-
-@pytest.fixture(scope="module")
-def ctx(proc):
-    return proc.open_context()
-
-
 def test_backend_is_the_bundled_emulator():
     b = veo.backend()
     assert b.kind == "emulator" and b.is_emulator

@@ -53,7 +53,6 @@ def _emulator_flags(tmp: Path) -> tuple[list[str], list[str], list[str], dict[st
     """(cflags, libs, static-helper libs, extra env, sanitize option)."""
     if not EMU_BUILD:
         def config(*opts: str) -> list[str]:
-            # cwd: not the source tree, whose aioveo/ would shadow the installed package
             out = subprocess.check_output([sys.executable, "-m", "aioveo", "config", *opts],
                                           text=True, cwd=tmp)
             return shlex.split(out)

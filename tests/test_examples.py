@@ -1,8 +1,7 @@
 """Every program in examples/ runs as a user would run it, and says the right thing.
 
 Each runs as a subprocess with its working directory in a temporary directory
-(so the source tree's aioveo/ cannot shadow the installed package) and
-AIOVEO_CACHE pointing into it (kernels are built once per session), with
+and AIOVEO_CACHE pointing into it (kernels are built once per session), with
 sizes small enough for the whole file to take seconds.
 """
 from __future__ import annotations
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import aioveo
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 60
 
@@ -30,9 +31,7 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(cache) -> dict[str, str]:
-    e = dict(os.environ, AIOVEO_CACHE=str(cache), PYTHONUNBUFFERED="1")
-    e.pop("PYTHONPATH", None)
-    return e
+    return dict(os.environ, AIOVEO_CACHE=str(cache), PYTHONUNBUFFERED="1")
 
 
 def run(name: str, *args: str, env: dict[str, str], cwd: Path) -> str:
@@ -109,6 +108,14 @@ def test_multi_ve(env, tmp_path):
     assert number(r"speed-up: ([\d.]+)x with 4 procs", out) > 0
 
 
+def test_dask_array(env, tmp_path):
+    pytest.importorskip("distributed")
+    out = run("dask_array.py", "--size", "200000", "--chunk", "50000", env=env, cwd=tmp_path)
+    assert "2 VE workers up" in out
+    assert "200,000 doubles in 4 chunks on VEs [0, 1]" in out
+    assert "checked against NumPy: max |error| = 0" in out
+
+
 def test_pyveo_port(env, tmp_path):
     out = run("pyveo_port.py", env=env, cwd=tmp_path)
     assert "async write, scale, async read: OK" in out
@@ -124,8 +131,19 @@ def test_pyveo_port_changes_only_the_import():
 
 
 def test_c_program(env, tmp_path):
+    """examples/c/hello_veo.c sets x = 1 and y = i (i < N), runs daxpy (y += 2 x)
+    then dot(x, y) on the VE, prints the dot product and checks it itself."""
     out = run("c_program.py", env=env, cwd=tmp_path)
-    assert "OK" in out
+    src = (EXAMPLES / "c" / "hello_veo.c").read_text()
+    n = int(number(r"(?m)^#define N (\d+)$", src))
+    x = [1] * n
+    y = [i + 2 * x[i] for i in range(n)]                       # daxpy, a = 2
+    expected = sum(a * b for a, b in zip(x, y))                # dot: exact in doubles (< 2**53)
+    m = re.fullmatch(r"dot\(x, y \+ 2x\) = (\d+\.\d) \(expected (\d+\.\d)\) on (.+)\nOK\n", out)
+    assert m, out
+    assert float(m[1]) == expected == float(m[2])
+    if aioveo.backend().is_emulator:
+        assert m[3] == aioveo.backend().version
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:

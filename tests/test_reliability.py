@@ -399,7 +399,9 @@ async def test_async_allocation_larger_than_the_node(rel_so):
     async with veo.open_proc(0) as proc, proc.open_context() as ctx:
         with pytest.raises(veo.VeoError, match="cannot allocate") as ei:
             await proc.alloc_mem(node_mem + 1)
-        assert type(ei.value) is veo.VeoError
+        # out of memory, from the pool: the proc is fine (not dead, not closed)
+        assert type(ei.value) is veo.VEOutOfMemoryError
+        assert ei.value.requested == node_mem + 1
         with pytest.raises(veo.VeoError, match="cannot allocate"):
             await ctx.alloc_mem(node_mem * 4)
         arr = await ctx.to_ve(np.arange(10.0))
@@ -446,7 +448,7 @@ async def test_async_fill_the_node_then_free(rel_so, monkeypatch):
         ptrs = [r for r in results if isinstance(r, veo.VEMemPtr)]
         errors = [r for r in results if not isinstance(r, veo.VEMemPtr)]
         assert len(ptrs) == 16 and len(errors) == 8
-        assert all(type(e) is veo.VeoError for e in errors)
+        assert all(type(e) is veo.VEOutOfMemoryError for e in errors)
         await asyncio.gather(*(ctx.free_mem(x) for x in ptrs))
         arr = await ctx.to_ve(np.ones(2 << 20, np.uint8))   # 2 MiB fits again
         await arr.free()

@@ -144,8 +144,11 @@ def test_several_procs_do_not_share_their_memory():
 
 
 # ---- VeBuild: private build directory ---------------------------------------------------
-def test_vebuild_default_build_dir_is_private():
-    b1, b2 = VeBuild(backend="emulator"), VeBuild(backend="emulator")
+def test_vebuild_private_build_dir_is_private():
+    # The default builds in the current directory, as PyVEO does (the emulator
+    # issue); a private directory is the explicit option.
+    b1 = VeBuild(backend="emulator", private_dir=True)
+    b2 = VeBuild(backend="emulator", private_dir=True)
     try:
         d1, d2 = b1.build_dir, b2.build_dir
         assert d1 != d2                                     # not a predictable, shared name

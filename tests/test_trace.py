@@ -12,6 +12,7 @@ import pytest
 import aioveo
 import aioveo.trace
 from aioveo import aio
+from helpers import declare
 
 @pytest.fixture(autouse=True)
 def no_recorder_left():
@@ -65,11 +66,6 @@ def check_trace_event_format(doc) -> list[dict]:
     return doc["traceEvents"]
 
 
-def declare(lib, name, args, ret="long"):
-    fn = lib.find_function(name)
-    fn.args_type(*args)
-    fn.ret_type(ret)
-    return fn
 
 
 # ---- recording ------------------------------------------------------------------

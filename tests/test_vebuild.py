@@ -6,6 +6,8 @@ import os
 import pickle
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -267,7 +269,7 @@ def test_clean_clear_realclean_user_dir(tmp_path: Path) -> None:
 
 
 def test_realclean_removes_dirs_it_created(tmp_path: Path) -> None:
-    b = VeBuild(backend="emulator")
+    b = VeBuild(backend="emulator", private_dir=True)
     b.set_c_src("k", "int f(void) { return 1; }\n")
     so = b.build_so()
     tmp = Path(so).parent
@@ -296,6 +298,22 @@ def test_objects_do_not_share_built_files(tmp_path: Path) -> None:
     so_one, so_two = one.build_so(), two.build_so()
     one.realclean()
     assert not os.path.exists(so_one) and os.path.exists(so_two)
+
+
+def test_unusable_libveo_is_reported(tmp_path: Path) -> None:
+    """Without a usable libveo VeBuild cannot choose its compilers: it says why
+    (it used to fall back to the emulator's silently); an explicit backend works."""
+    code = ("from aioveo import VeBuild\n"
+            "print(VeBuild(backend='emulator').backend)\n"
+            "VeBuild().backend\n")
+    env = dict(os.environ, AIOVEO_LIBVEO=str(tmp_path / "no-such-libveo.so"))
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == "emulator\n", r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: VeBuild cannot tell which compilers to use"), r.stderr
+    assert "no-such-libveo.so (AIOVEO_LIBVEO)" in last and "backend='emulator'" in last
+    assert "The above exception was the direct cause" in r.stderr     # the core's error
 
 
 def test_bad_labels_and_no_sources() -> None:
@@ -338,3 +356,38 @@ def test_vendor_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     cmd, env = calls[-1]
     assert cmd[:2] == [vebuild.MK_VEORUN_STATIC, helper]
     assert env is not None and env["CFLAGS"] == "-O3 -g"
+
+
+# ---- PyVEO's usage patterns, exactly as its example programs use VeBuild --------------
+def test_pyveo_default_builds_in_the_current_directory(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyVEO's examples/test-veo.py: build_so() with no build directory, then
+    load os.getcwd() + "/" + the returned name."""
+    monkeypatch.chdir(tmp_path)
+    b = VeBuild()
+    b.set_c_src("_test", "long twice(long x) { return 2 * x; }\n")
+    kernel = b.build_so()
+    assert kernel == "_test.so"
+    assert {p.name for p in tmp_path.iterdir()} == {"_test.c", "_test.o", "_test.so"}
+    b.clean()
+    assert {p.name for p in tmp_path.iterdir()} == {"_test.so"}
+    import aioveo as veo
+    with veo.VeoProc(0) as p:
+        lib = p.load_library(os.getcwd() + "/" + kernel)
+        f = lib.find_function("long twice(long)")
+        assert f(p.open_context(), 21).wait_result() == 42
+    b.realclean()
+    assert not any(tmp_path.iterdir())
+
+
+def test_pyveo_relative_build_dir_is_returned_as_given(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    b = VeBuild()
+    b.set_build_dir("build")
+    b.set_c_src("k", "int f(void) { return 1; }\n")
+    assert b.build_so() == os.path.join("build", "k.so")
+    assert (tmp_path / "build" / "k.so").exists() and b.build_dir == str(tmp_path / "build")
+    monkeypatch.chdir("/")          # realclean still finds what it built
+    b.realclean()
+    assert not (tmp_path / "build").exists()

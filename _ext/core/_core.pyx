@@ -22,9 +22,11 @@ The files, in the order they build on each other:
   loader.pxi    finding and opening libveo; Backend
   errors.pxi    the exceptions and the checks that raise them
   memory.pxi    host buffers, VE addresses (VEMemPtr), stack arguments (OnStack)
+  arrays.pxi    typed device arrays (VEArray): shape, dtype, views, the pointee check
   convert.pxi   Python values to VE arguments and VE results to Python values
   requests.pxi  submitted work: one base for single calls, transfers and batches
   objects.pxi   the PyVEO objects: VeoFunction, VeoLibrary, VeoCtxt, VeoProc
+  mempool.pxi   the memory pool's native half (mempool.c: the bookkeeping)
   closing.pxi   ending procs: the grace, the forced end, interpreter exit
   engine.pxi    the completion engine (engine.c: C threads, no GIL)
 """
@@ -56,13 +58,19 @@ cdef class VeoProc
 cdef class VeoCtxt
 cdef class VeoLibrary
 cdef class VeoFunction
+cdef class VEArray
+cdef class PoolBlock
+cdef class NativePool
+cdef class CtxMem
 
 include "api.pxi"
 include "loader.pxi"
 include "errors.pxi"
 include "memory.pxi"
+include "arrays.pxi"
 include "convert.pxi"
 include "requests.pxi"
 include "objects.pxi"
+include "mempool.pxi"
 include "closing.pxi"
 include "engine.pxi"

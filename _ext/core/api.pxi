@@ -48,6 +48,7 @@ ctypedef struct Api:
     const char * (*emu_helper_path)() noexcept nogil
     int (*emu_num_nodes)() noexcept nogil
     uint64_t (*emu_node_memory)() noexcept nogil
+    int (*emu_node_usage)(int, uint64_t *) noexcept nogil
 
 
 cdef Api api
@@ -100,6 +101,7 @@ API_FUNCTIONS = {
     'veo_emu_helper_path': False,
     'veo_emu_num_nodes': False,
     'veo_emu_node_memory': False,
+    'veo_emu_node_usage': False,
 }
 
 
@@ -151,4 +153,5 @@ cdef int _fill_api(void *h) except -1:
     api.emu_helper_path = <const char * (*)() noexcept nogil>_sym(h, b'veo_emu_helper_path', False)
     api.emu_num_nodes = <int (*)() noexcept nogil>_sym(h, b'veo_emu_num_nodes', False)
     api.emu_node_memory = <uint64_t (*)() noexcept nogil>_sym(h, b'veo_emu_node_memory', False)
+    api.emu_node_usage = <int (*)(int, uint64_t *) noexcept nogil>_sym(h, b'veo_emu_node_usage', False)
     return 0

@@ -54,13 +54,24 @@ cdef object _as_real(VeoFunction fn, int i, object x):
 cdef object _as_int(VeoFunction fn, int i, object x, int code, object proc):
     """`x` as a Python int: ints, bools, NumPy integers and bools, objects
     with __index__; for a pointer also a VEMemPtr of `proc` or None."""
+    cdef VEArray a
     if code == T_PTR:
         if type(x) is VEMemPtr:
-            if (<VEMemPtr>x).freed:
+            if _ptr_freed(<VEMemPtr>x):
                 raise ClosedError(f"{_arg_label(fn, i)}: {x!r} was freed")
             if (<VEMemPtr>x).proc is not proc:
                 raise ValueError(f"{_arg_label(fn, i)}: {x!r} belongs to another proc")
             return (<VEMemPtr>x).addr
+        if type(x) is VEArray:
+            a = <VEArray>x
+            _check_array(a, proc, _arg_label(fn, i))
+            if not _fits_pointee(a, fn.pkind[i], fn.psize[i]):
+                need = _pointee_dtype(fn.pkind[i], fn.psize[i])
+                raise TypeError(
+                    f"{_arg_label(fn, i)}: a VEArray of {a.dtype} does not match the pointee "
+                    f"type, which needs {need}; reinterpret its bytes explicitly with "
+                    f"arr.view(numpy.{need}), or pass the untyped address arr.ptr")
+            return a.ptr.addr
         if x is None:
             return 0
     if isinstance(x, int):

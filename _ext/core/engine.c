@@ -205,7 +205,7 @@ struct engine *engine_new(int mode, engine_peek_fn peek, engine_peek_fn wait, un
   e->peek = peek;
   e->wait = wait;
   e->spin_ns = (uint64_t)spin_us * 1000u;
-  e->max_sleep_ns = (uint64_t)(max_sleep_us ? max_sleep_us : 1000) * 1000u;
+  e->max_sleep_ns = (uint64_t)(max_sleep_us ? max_sleep_us : 5000) * 1000u;
   e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (e->efd < 0) {
     free(e);

@@ -43,7 +43,7 @@ cdef class Engine:
     cdef readonly str mode
     cdef object __weakref__
 
-    def __cinit__(self, str mode="poll", unsigned spin_us=50, unsigned max_sleep_us=1000):
+    def __cinit__(self, str mode="poll", unsigned spin_us=50, unsigned max_sleep_us=5000):
         _ensure_api()
         if mode not in ENGINE_MODES:
             raise ValueError(f"engine mode must be one of {sorted(ENGINE_MODES)}, not {mode!r}")

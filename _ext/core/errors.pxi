@@ -58,13 +58,14 @@ class ProcDeadError(VeoError):
     """The VE process died (a kernel crashed or the process was killed)."""
 
 
-class KernelDiedError(VeoException, ProcDeadError):
+class KernelDiedError(ProcDeadError):
     """The VE process died while this call ran on a context other than the
-    main one.  AVEO reports a kernel fault with its signal on the main
-    context only: a call on another context that faults just sees its VE
-    process die (VEO_COMMAND_ERROR, no signal).  So this is most likely a
-    fault of this kernel (``signal`` is None); it is a VeoException, as a
-    fault on the main context is, and a ProcDeadError."""
+    main one.  AVEO reports a kernel fault with its signal on the main context
+    only: a kernel that faults on another context, and every kernel running
+    at that moment on the other contexts, just see their VE process die
+    (VEO_COMMAND_ERROR, no signal), so this call's kernel may have faulted, or
+    another one; nobody can tell which.  (On the main context a fault raises
+    VeoException with the signal.)"""
 
 
 class SymbolNotFoundError(VeoError, AttributeError):
@@ -149,10 +150,9 @@ cdef int _fail(str message, str func, object code=None, VeoProc proc=None,
 cdef object _request_error(int status, uint64_t retval, VeoCtxt ctx, uint64_t req_id, str label,
                            bint is_call=False):
     """The exception for a request that completed with `status` (not OK).
-    A call on a non-main context that fails because its VE process died is
-    the fault's own report on AVEO (see KernelDiedError) when it is the first
-    such failure of its context: contexts complete in order, so the first is
-    the one that was running."""
+    A call that was running on a non-main context when its VE process died
+    (the first to fail on its context: contexts complete in order) gets
+    KernelDiedError: on AVEO that is all a fault there reports."""
     log.debug("aioveo: %s on context 0x%x failed with status %d", label,
               <uintptr_t>ctx.handle_, status)
     cdef VeoProc proc = ctx.proc
@@ -170,8 +170,9 @@ cdef object _request_error(int status, uint64_t retval, VeoCtxt ctx, uint64_t re
         ctx.death_reported = True
         return KernelDiedError(
             f"{label}: the VE process died while this call ran on a context other than the "
-            f"main one, which is how AVEO reports a kernel fault there (no signal): most "
-            f"likely this kernel faulted{suffix}", None, **where)
+            f"main one: this kernel, or another one running at the same time, may have "
+            f"faulted (AVEO reports a fault with its signal on the main context only){suffix}",
+            **where)
     return _error(f"{label} failed", "veo_call_wait_result", status, None, ctx, req_id, False)
 
 

@@ -64,6 +64,7 @@ FUNCTIONS = [
     ("veo_emu_helper_path", "const char *", "", OPTIONAL),
     ("veo_emu_num_nodes", "int", "", OPTIONAL),
     ("veo_emu_node_memory", "uint64_t", "", OPTIONAL),
+    ("veo_emu_node_usage", "int", "int, uint64_t *", OPTIONAL),
 ]
 
 OUT = Path(__file__).with_name("api.pxi")

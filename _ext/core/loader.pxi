@@ -86,3 +86,16 @@ def emulator_info():
         return None
     return {"nodes": api.emu_num_nodes(), "node_memory": api.emu_node_memory(),
             "helper": api.emu_helper_path().decode()}
+
+
+def emulator_node_usage(int node):
+    """(procs alive, VE memory bytes they hold) on an emulated node; None on
+    vendor libveo or an emulator without veo_emu_node_usage."""
+    _ensure_api()
+    if api.emu_node_usage == NULL:
+        return None
+    cdef uint64_t used = 0
+    cdef int procs = api.emu_node_usage(node, &used)
+    if procs < 0:
+        raise ValueError(_emu_message() or f"no emulated node {node}")
+    return procs, used

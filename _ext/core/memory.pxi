@@ -53,12 +53,18 @@ cdef class VEMemPtr:
     cdef readonly uint64_t addr
     cdef readonly size_t size
     cdef readonly object proc
-    cdef readonly bint freed     # set by free_mem: using it again is an error
+    cdef bint freed_             # set by free_mem: using it again is an error
+    cdef readonly object block   # the memory pool's PoolBlock it lies in, or None
 
     def __init__(self, proc, uint64_t addr, size_t size=0):
         self.proc = proc
         self.addr = addr
         self.size = size
+
+    @property
+    def freed(self):
+        """Freed (``free_mem``, or its pool block was freed): using it raises ClosedError."""
+        return _ptr_freed(self)
 
     def __index__(self):
         return self.addr
@@ -70,7 +76,10 @@ cdef class VEMemPtr:
         off = operator.index(offset)
         if off < 0 or (self.size and off > self.size):
             raise ValueError(f"offset {off} is outside the {self.size}-byte allocation")
-        return VEMemPtr(self.proc, self.addr + off, self.size - off if self.size else 0)
+        cdef VEMemPtr r = VEMemPtr(self.proc, self.addr + off, self.size - off if self.size else 0)
+        r.block = self.block
+        r.freed_ = self.freed_
+        return r
 
     def __radd__(self, offset):
         return self.__add__(offset)
@@ -85,7 +94,13 @@ cdef class VEMemPtr:
 
     def __repr__(self):
         size = f", size {self.size}" if self.size else ""
-        return f"<VEMemPtr 0x{self.addr:x}{size} of {self.proc!r}>"
+        pool = " (memory pool)" if self.block is not None else ""
+        return f"<VEMemPtr 0x{self.addr:x}{size}{pool} of {self.proc!r}>"
+
+
+cdef inline bint _ptr_freed(VEMemPtr p) noexcept:
+    """Freed itself (free_mem), or its pool block was freed (or its proc's pool closed)."""
+    return p.freed_ or (p.block is not None and (<PoolBlock>p.block)._dead())
 
 
 cdef uint64_t _ve_addr(object proc, object ptr, str arg_name, size_t need) except? 0:
@@ -93,15 +108,22 @@ cdef uint64_t _ve_addr(object proc, object ptr, str arg_name, size_t need) excep
     cleared; `arg_name` names the argument in errors."""
     cdef uint64_t addr
     cdef VEMemPtr p
+    cdef VEArray a
     if type(ptr) is VEMemPtr:
         p = <VEMemPtr>ptr
-        if p.freed:
+        if _ptr_freed(p):
             raise ClosedError(f"{arg_name} {p!r} was freed")
         if p.proc is not proc:
             raise ValueError(f"{arg_name} {p!r} belongs to another proc")
         if p.size and need > p.size:
             raise ValueError(f"{arg_name}: {need} bytes do not fit the {p.size}-byte VE allocation")
         addr = p.addr
+    elif type(ptr) is VEArray:
+        a = <VEArray>ptr
+        _check_array(a, proc, arg_name)
+        if need > a.nbytes_:
+            raise ValueError(f"{arg_name}: {need} bytes do not fit the {a.nbytes_}-byte {a!r}")
+        addr = a.ptr.addr
     else:
         try:
             value = operator.index(ptr)

@@ -13,6 +13,8 @@ cdef class VeoFunction:
     cdef int *codes          # value code of each argument
     cdef int64_t *lo         # range of each integer argument (from aioveo._ctype)
     cdef uint64_t *hi
+    cdef char *pkind         # the dtype a VEArray argument needs (see _pointee), 0: any
+    cdef int *psize
     cdef tuple ctypes
 
     def __cinit__(self):
@@ -29,9 +31,11 @@ cdef class VeoFunction:
         PyMem_Free(self.codes)
         PyMem_Free(self.lo)
         PyMem_Free(self.hi)
+        PyMem_Free(self.pkind)
+        PyMem_Free(self.psize)
 
     def args_type(self, *types):
-        """Declare the C types of the arguments ("int", "double", "char *", ...)."""
+        """Declare the C types of the arguments (``"int"``, ``"double"``, ``"char *"``, ...)."""
         from ._ctype import parse_type
         parsed = [parse_type(t) for t in types]
         if len(parsed) == 1 and parsed[0].kind == "void":
@@ -46,19 +50,27 @@ cdef class VeoFunction:
         cdef int *codes = <int *>PyMem_Malloc(n * sizeof(int))
         cdef int64_t *lo = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
         cdef uint64_t *hi = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t))
-        if codes == NULL or lo == NULL or hi == NULL:
+        cdef char *pkind = <char *>PyMem_Malloc(n * sizeof(char))
+        cdef int *psize = <int *>PyMem_Malloc(n * sizeof(int))
+        if codes == NULL or lo == NULL or hi == NULL or pkind == NULL or psize == NULL:
             PyMem_Free(codes)
             PyMem_Free(lo)
             PyMem_Free(hi)
+            PyMem_Free(pkind)
+            PyMem_Free(psize)
             raise MemoryError()
         for i, t in enumerate(parsed):
             codes[i] = _code_of(t)
             lo[i] = t.min if t.min is not None else 0
             hi[i] = t.max if t.max is not None else 0
+            _pointee(t, &pkind[i], &psize[i])
         PyMem_Free(self.codes)
         PyMem_Free(self.lo)
         PyMem_Free(self.hi)
+        PyMem_Free(self.pkind)
+        PyMem_Free(self.psize)
         self.codes, self.lo, self.hi = codes, lo, hi
+        self.pkind, self.psize = pkind, psize
         self.nargs = len(parsed)
         self.ctypes = tuple(parsed)
         self._args_type = tuple(types)
@@ -176,30 +188,35 @@ cdef class VeoFunction:
         if b.ids == NULL or b.args == NULL:
             raise MemoryError()
         cdef list keep = []
-        cdef veo_args *a
-        cdef uint64_t rid
-        for i in range(n):
+        cdef Py_ssize_t built = 0, sent = 0
+        for i in range(n):   # every call's arguments first, with the GIL
             t = todo[i]
             try:
                 if type(t) is not tuple:
                     t = tuple(t)
                 self._check_call(ctx, len(<tuple>t))
-                a = self._build_args(<tuple>t, keep)
+                b.args[i] = self._build_args(<tuple>t, keep)
             except BaseException as e:
-                b.keep = keep
-                e.add_note(f"{self.name}: in call {i} of the batch, arguments {t!r:.200}"
-                           + (f"; the {i} calls before it were submitted" if i else ""))
-                raise   # b, dropped, hands the submitted calls to the context
-            rid = self._submit(h, a)
-            if rid == VEO_REQUEST_ID_INVALID:
-                api.args_free(a)
-                b.keep = keep
-                _fail(f"{self.name}: veo_call_async failed (call {i} of the batch)",
-                      "veo_call_async", None, None, ctx)
-            b.ids[i] = rid
-            b.args[i] = a
-            b.n = i + 1
+                e.add_note(f"{self.name}: in call {i} of the batch, arguments {t!r:.200}; "
+                           f"no call of the batch was submitted")
+                for i in range(built):
+                    api.args_free(b.args[i])
+                raise
+            built += 1
+        cdef uint64_t addr = self.addr
+        with nogil:          # then all submissions in one go, without it
+            while sent < n:
+                b.ids[sent] = api.call_async(h, addr, b.args[sent])
+                if b.ids[sent] == VEO_REQUEST_ID_INVALID:
+                    break
+                sent += 1
+        b.n = sent
         b.keep = keep if keep else None
+        if sent < n:
+            for i in range(sent, n):
+                api.args_free(b.args[i])
+            _fail(f"{self.name}: veo_call_async failed (call {sent} of the batch)",
+                  "veo_call_async", None, None, ctx)
         return b
 
 
@@ -762,6 +779,9 @@ cdef class VeoProc:
     def free_mem(self, ptr):
         """Free VE memory allocated with alloc_mem."""
         cdef veo_proc_handle *h = self._live_handle()
+        if type(ptr) is VEMemPtr and (<VEMemPtr>ptr).block is not None:
+            raise ValueError(f"{ptr!r} is memory-pool memory (from the asyncio API): give it "
+                             f"back with `await ctx.free_mem(ptr)` or ptr.block.free()")
         cdef uint64_t addr = _ve_addr(self, ptr, "ptr", 0)
         cdef int rc
         with nogil:
@@ -769,7 +789,7 @@ cdef class VeoProc:
         if rc != 0:
             _fail(f"cannot free VE memory at 0x{addr:x}", "veo_free_mem", rc, self)
         if type(ptr) is VEMemPtr:
-            (<VEMemPtr>ptr).freed = True
+            (<VEMemPtr>ptr).freed_ = True
 
     cdef int _copy(self, bint to_ve, object host, object ve_addr, object size) except -1:
         """Copy between the host buffer `host` and VE memory, synchronously."""

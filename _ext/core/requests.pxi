@@ -76,6 +76,10 @@ cdef void _release_all(object keep):
                 (<_HostBuffer>b).release()
 
 
+#: What ``result_within`` returns while the VE is still working.
+PENDING = object()
+
+
 @cython.no_gc_clear
 cdef class _Request:
     """What single requests and batches share (not created directly)."""
@@ -168,6 +172,14 @@ cdef class _Request:
                              + (" (another thread waits for it)" if self.claim else ""),
                              func="veo_call_peek_result", code=rc, req_id=self._last_id())
         return self.finish(rc, ret)
+
+    def result_within(self, double max_us):
+        """``spot(max_us)`` and ``finish``: the converted result (or its
+        exception) if the VE is done within `max_us`, else PENDING."""
+        done = self.spot(max_us)
+        if done is None:
+            return PENDING
+        return self.finish(done[0], done[1])
 
     def spot(self, double max_us):
         """Peek (GIL held, never blocking) for up to `max_us` microseconds: the

@@ -11,10 +11,7 @@
 
 #include "emu_host.h"
 
-/* Only the header is initialized: the slot arrays (~8 KiB for 256 arguments)
- * are valid up to nargs/nstack, so allocating and clearing cost the same for
- * 0 or 256 arguments.  Zeroing them made veo_args_alloc the largest cost of a
- * call from Python. */
+/* Only the header is initialized: the slots are valid up to nargs/nstack. */
 EXPORT struct veo_args *veo_args_alloc(void) {
   struct veo_args *a = malloc(sizeof(*a));
   if (!a) return NULL;
@@ -22,6 +19,10 @@ EXPORT struct veo_args *veo_args_alloc(void) {
   a->nargs = 0;
   a->nstack = 0;
   a->ret_type = VEO_EMU_TYPE_U64;
+  a->cap = EMU_ARGS_INLINE;
+  a->types = a->types_inline;
+  a->vals = a->vals_inline;
+  a->stack = a->stack_inline;
   return a;
 }
 
@@ -32,10 +33,43 @@ EXPORT void veo_args_clear(struct veo_args *a) {
   a->ret_type = VEO_EMU_TYPE_U64;
 }
 
+static void free_slots(struct veo_args *a) {
+  if (a->types != a->types_inline) free(a->types);
+  if (a->vals != a->vals_inline) free(a->vals);
+  if (a->stack != a->stack_inline) free(a->stack);
+}
+
 EXPORT void veo_args_free(struct veo_args *a) {
   if (!a || a->magic != ARGS_MAGIC) return;
   a->magic = 0;
+  free_slots(a);
   free(a);
+}
+
+/* Make room for argument number argnum (< EMU_MAX_ARGS): all at once to the
+ * maximum, since a call with more than a few arguments is rare. */
+static int grow(struct veo_args *a, int argnum) {
+  if (argnum < a->cap) return 0;
+  uint8_t *t = malloc(EMU_MAX_ARGS);
+  uint64_t *v = malloc(sizeof(*v) * EMU_MAX_ARGS);
+  struct emu_stack_arg *s = malloc(sizeof(*s) * EMU_MAX_ARGS);
+  if (!t || !v || !s) {
+    free(t);
+    free(v);
+    free(s);
+    emu_set_error("veo_args_set: out of memory");
+    errno = ENOMEM;
+    return -1;
+  }
+  memcpy(t, a->types, (size_t)a->nargs);
+  memcpy(v, a->vals, sizeof(*v) * (size_t)a->nargs);
+  memcpy(s, a->stack, sizeof(*s) * (size_t)a->nstack);
+  free_slots(a);
+  a->types = t;
+  a->vals = v;
+  a->stack = s;
+  a->cap = EMU_MAX_ARGS;
+  return 0;
 }
 
 /* Drop a stack argument previously registered at argnum (it is replaced). */
@@ -59,6 +93,7 @@ static int set_arg(struct veo_args *a, int argnum, int type, uint64_t val) {
     errno = EINVAL;
     return -1;
   }
+  if (grow(a, argnum)) return -1;
   if (argnum >= a->nargs) { /* slots skipped over are holes until set */
     memset(&a->types[a->nargs], EMU_T_NONE, (size_t)(argnum - a->nargs));
     a->nargs = argnum + 1;

@@ -79,14 +79,22 @@ struct emu_stack_arg {
 };
 
 #define ARGS_MAGIC 0x41524753u
+/* Room for EMU_ARGS_INLINE arguments inside the struct; more (up to
+ * EMU_MAX_ARGS) grow the arrays on the heap, as AVEO's vectors do, so a
+ * veo_args of a few arguments stays small when thousands are in flight. */
+#define EMU_ARGS_INLINE 8
 struct veo_args {
   uint32_t magic;
   int nargs;
   int ret_type; /* enum veo_emu_type */
-  uint8_t types[EMU_MAX_ARGS];
-  uint64_t vals[EMU_MAX_ARGS];
+  int cap;      /* slots in types/vals/stack */
+  uint8_t *types;
+  uint64_t *vals;
   int nstack;
-  struct emu_stack_arg stack[EMU_MAX_ARGS];
+  struct emu_stack_arg *stack;
+  uint8_t types_inline[EMU_ARGS_INLINE];
+  uint64_t vals_inline[EMU_ARGS_INLINE];
+  struct emu_stack_arg stack_inline[EMU_ARGS_INLINE];
 };
 
 /* AVEO refuses a call whose stack image (below the context's stack pointer,

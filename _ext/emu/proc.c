@@ -80,6 +80,31 @@ int emu_proc_table_size(void) {
   return n;
 }
 
+/* Live procs on a node and the VE memory they hold (device records).  A
+ * proc leaves the table before its heap is destroyed, so holding the table
+ * lock keeps every listed heap alive. */
+EXPORT int veo_emu_node_usage(int node, uint64_t *used) {
+  uint64_t total = 0;
+  int procs = 0;
+  if (node < 0 || node >= veo_emu_num_nodes()) {
+    emu_set_error("veo_emu_node_usage: no node %d (VEO_EMU_NODES=%d)", node, veo_emu_num_nodes());
+    if (used) *used = 0;
+    return -1;
+  }
+  pthread_mutex_lock(&g_procs_lock);
+  for (int i = 0; i < g_nprocs; i++) {
+    struct veo_proc_handle *p = g_procs[i];
+    if (!p || p->node != node || atomic_load(&p->destroyed)) continue;
+    procs++;
+    pthread_mutex_lock(&p->heap.lock);
+    total += p->heap.used;
+    pthread_mutex_unlock(&p->heap.lock);
+  }
+  pthread_mutex_unlock(&g_procs_lock);
+  if (used) *used = total;
+  return procs;
+}
+
 /* At unload (process exit) no helper may survive: kill what is left. */
 __attribute__((destructor)) static void emu_cleanup_procs(void) {
   pthread_mutex_lock(&g_procs_lock);

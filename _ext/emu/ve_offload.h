@@ -178,6 +178,11 @@ uint64_t veo_emu_node_memory(void);
 /* Process id of a proc's helper process, or -1. */
 pid_t veo_emu_proc_pid(struct veo_proc_handle *);
 
+/* The procs alive on emulated node `node` (returned) and the VE memory they
+ * hold (*used, bytes; each proc's heap is sized to the node's memory).
+ * Returns -1 for a node that does not exist. */
+int veo_emu_node_usage(int node, uint64_t *used);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -203,6 +203,29 @@ static void test_async(struct veo_proc_handle *p) {
   CHECK_EQ(veo_context_close(c), 0);
 }
 
+/* veo_emu_node_usage: the procs on a node and the memory they hold. */
+static void test_node_usage(struct veo_proc_handle *p) {
+  uint64_t used = 1, before = 0, after = 0;
+  CHECK_EQ(veo_emu_node_usage(3, &used), 0); /* no proc there */
+  CHECK_EQ(used, 0);
+  CHECK_EQ(veo_emu_node_usage(0, &before), 1); /* p */
+  uint64_t a = 0;
+  CHECK_EQ(veo_alloc_mem(p, &a, 3 << 20), 0);
+  CHECK_EQ(veo_emu_node_usage(0, &after), 1);
+  CHECK_EQ(after, before + (3 << 20));
+  struct veo_proc_handle *q = veo_proc_create(0);
+  REQUIRE(q != NULL);
+  CHECK_EQ(veo_emu_node_usage(0, NULL), 2);
+  CHECK_EQ(veo_proc_destroy(q), 0);
+  CHECK_EQ(veo_emu_node_usage(0, NULL), 1);
+  CHECK_EQ(veo_free_mem(p, a), 0);
+  CHECK_EQ(veo_emu_node_usage(0, &after), 1);
+  CHECK_EQ(after, before);
+  CHECK_EQ(veo_emu_node_usage(veo_emu_num_nodes(), &used), -1);
+  CHECK_EQ(veo_emu_node_usage(-1, &used), -1);
+  CHECK(strstr(veo_emu_last_error(), "no node") != NULL);
+}
+
 int main(void) {
   struct veo_proc_handle *p = veo_proc_create(0);
   REQUIRE(p != NULL);
@@ -210,6 +233,7 @@ int main(void) {
   test_limits(p);
   test_kernel_malloc(p);
   test_async(p);
+  test_node_usage(p);
   test_small_node();
   CHECK_EQ(veo_proc_destroy(p), 0);
   DONE();

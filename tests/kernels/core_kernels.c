@@ -89,6 +89,14 @@ long slow_fill(long ms, long *out, long n) {
   return n;
 }
 
+/* Sleeps, then sums: a slow reader several contexts can run on one array. */
+long slow_sum(long ms, const long *x, long n) {
+  usleep((useconds_t)ms * 1000);
+  long s = 0;
+  for (long i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
 long spin_forever(void) {
   for (;;) pause();
   return 0;
