@@ -1,4 +1,4 @@
-"""Command line: ``python -m aioveo {info,config,demo,bench}`` (also ``aioveo ...``)."""
+"""Command line: ``python -m aioveo {info,config,demo,bench,selftest}`` (also ``aioveo ...``)."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ commands:
   config   compiler flags to build C programs against the emulator's libveo
   demo     a 1-second tour: build a kernel, call it, move a numpy array, with timings
   bench    measure this machine: call latency, throughput, bandwidth, CPU (--quick, --json)
+  selftest check the libveo in use where AVEO's behaviour matters; a report to send back
 
 examples:
   python -m aioveo info
@@ -271,6 +272,12 @@ def _bench(argv: list[str]) -> int:
     return 0 if rc is None else int(rc)
 
 
+# ---- selftest ---------------------------------------------------------------------
+def _selftest(args: argparse.Namespace) -> int:
+    from . import selftest
+    return selftest.run(args.node)
+
+
 # ---- main -------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -316,6 +323,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=1_000_000,
                       help="doubles in the numpy array (default 1000000)")
     demo.set_defaults(func=_demo)
+
+    st = sub.add_parser(
+        "selftest", help="check the libveo in use where AVEO's behaviour matters; print a report",
+        description="Checks, on the libveo in use (AVEO on a VH, else the emulator), each point "
+                    "listed in docs/vendor-checklist.md: the main context, VE_OMP_NUM_THREADS, "
+                    "sync calls queued behind the main context, faults, the stack-argument "
+                    "limit, destroy and its grace, the VE process's pid, one waiter per "
+                    "request, Ctrl-C, fresh memory, leaving `async with` by a timeout. Builds a "
+                    "small kernel library (ncc on a VH, cc on the emulator); a few seconds.")
+    st.add_argument("--node", type=int, default=0, help="VE node to use (default 0)")
+    st.set_defaults(func=_selftest)
 
     # Parsed by aioveo.bench itself (see main); listed here for --help.
     sub.add_parser("bench", add_help=False,

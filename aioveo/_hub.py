@@ -40,12 +40,14 @@ class Hub:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self.loop_ref()
 
-    def forget(self, ctx: _core.VeoCtxt) -> None:
-        """Stop watching a context that is closing: its requests come back
-        now, unfinished (status FORGOTTEN), so their awaiters can be failed
-        while the core keeps their buffers until the VE is done."""
-        self.engine.forget(ctx)
+    def forget(self, ctx: _core.VeoCtxt) -> bool:
+        """Stop watching a context whose VE process was ended: its requests
+        come back now, unfinished (status FORGOTTEN), while the core keeps
+        their buffers.  False when an engine thread is still inside libveo
+        for it (then the context must not be freed)."""
+        done = self.engine.forget(ctx)
         self.drain()
+        return done
 
     def drain(self) -> None:
         # Runs as a reader callback: it must never raise into the loop.

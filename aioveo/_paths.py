@@ -6,6 +6,9 @@ from pathlib import Path
 
 EMU_DIR = Path(__file__).resolve().parent / "_emu"
 EMU_LIBVEO = EMU_DIR / "libveo.so"
+# The emulator without its veo_emu_* extensions (as the vendor libveo lacks
+# them): AIOVEO_LIBVEO=emulator-noext.
+EMU_LIBVEO_NOEXT = EMU_DIR / "libveo-noext.so"
 EMU_HELPER = EMU_DIR / "aioveo-veorun"
 EMU_INCLUDE = EMU_DIR / "include"
 EMU_STATIC_HELPER_LIB = EMU_DIR / "libveorun.a"
@@ -17,12 +20,15 @@ def ve_present() -> bool:
     return any(Path("/dev").glob("veslot*")) or any(Path("/dev").glob("ve[0-9]*"))
 
 def select_libveo() -> tuple[Path, str]:
-    """The libveo to load and why: $AIOVEO_LIBVEO (a path, or "emulator"),
-    else the vendor library when it is installed and a VE is present, else
-    the bundled emulator."""
+    """The libveo to load and why: $AIOVEO_LIBVEO (a path, "emulator", or
+    "emulator-noext": the emulator without its extensions), else the vendor
+    library when it is installed and a VE is present, else the bundled
+    emulator."""
     from .settings import current
 
     explicit = current().libveo
+    if explicit == "emulator-noext":
+        return EMU_LIBVEO_NOEXT, "AIOVEO_LIBVEO=emulator-noext"
     if explicit and explicit != "emulator":
         return Path(explicit), "AIOVEO_LIBVEO"
     if explicit != "emulator" and VENDOR_LIBVEO.exists() and ve_present():

@@ -14,6 +14,14 @@ default executor; requests complete through the loop's hub (see _hub.py).
 Cancelling an awaiting task cannot stop a VE kernel: the request stays
 tracked, its buffers stay alive until the VE is done with them, its result is
 dropped and its in-flight slot is released only when the VE completes it.
+
+Leaving ``async with`` by an exception (a timeout, Ctrl-C) never waits for a
+kernel: a context fails its awaiters at once and is closed when the VE is
+done with its requests; a proc fails its awaiters, ends its VE process by
+force (SIGKILL to the pid AVEO's API gives, on both backends), waits at most
+``cancel_timeout`` (settings, 2 s) for the requests to come back and
+destroys it.  Calls that queue behind the proc's main context (memory,
+libraries, symbol lookups) run off the loop thread, without the GIL.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 
     from .pool import PoolFunction
 
-from . import _hub
+from . import _hub, settings
 from ._core import (
     FORGOTTEN,
     PENDING,
@@ -119,7 +127,10 @@ class AsyncProc:
     def __init__(self, proc: VeoProc) -> None:
         self.sync = proc
         self.contexts: list[AsyncContext] = []
+        self.main_context: AsyncContext | None = None   # the first one opened
         self._closed = False
+        self._ops = 0      # proc-level calls running off the loop (they use the main context)
+        self._closing: set[asyncio.Task] = set()
         self._memory: MemoryPool | None = None
         log.debug("aioveo: opened %s", self)
 
@@ -149,7 +160,13 @@ class AsyncProc:
 
     @property
     def closed(self) -> bool:
+        """Closed by you; see ``alive``."""
         return self._closed
+
+    @property
+    def alive(self) -> bool:
+        """Open and its VE process running (False once closed, or after a fault)."""
+        return not self._closed and self.sync.alive
 
     @property
     def dead(self) -> bool:
@@ -157,34 +174,58 @@ class AsyncProc:
         return not self._closed and self.sync._is_dead()
 
     def __str__(self) -> str:
-        try:
-            ident = f" {self.sync.proc_identifier()}"
-        except VeoError:   # destroyed, or a libveo without veo_proc_identifier
-            ident = ""
-        pid = self.sync.helper_pid
-        return f"proc{ident} on node {self.nodeid}" + (f" (helper pid {pid})" if pid else "")
+        # (the identifier and pid were read at creation: on AVEO reading them
+        # takes a lock that destroying any proc holds)
+        pid = self.sync.pid
+        state = "" if self.sync.destroyed or self.sync.alive else " (dead)"
+        return (f"proc {self.sync.ident} on node {self.nodeid}"
+                + (f" (pid {pid})" if pid else "") + state)
 
     def _check(self) -> None:
         if self._closed:
             raise ClosedError("the proc is closed")
 
-    async def load_library(self, path: str | os.PathLike) -> VeoLibrary:
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """A proc-level call: it queues behind the main context, so it runs
+        in the executor (and inline transfers wait until it is done)."""
         self._check()
-        return await _in_executor(self.sync.load_library, os.fspath(path))
+        self._ops += 1
+        try:
+            return await _in_executor(fn, *args)
+        finally:
+            self._ops -= 1
+
+    def _main_idle(self) -> bool:
+        """Nothing of aioveo's queued on the main context: a sync transfer
+        would not wait behind it."""
+        main = self.main_context
+        return self._ops == 0 and (main is None or main._in_flight == 0)
+
+    async def load_library(self, path: str | os.PathLike) -> VeoLibrary:
+        return await self._off_loop(self.sync.load_library, os.fspath(path))
+
+    async def find_function(self, lib: VeoLibrary, name: str) -> VeoFunction:
+        """``lib.find_function(name)`` off the loop: a symbol lookup queues
+        behind the main context."""
+        return await self._off_loop(lib.find_function, name)
 
     def static_library(self) -> VeoLibrary:
         return self.sync.static_library()
 
     def open_context(self, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> _Opener["AsyncContext"]:
-        """``ctx = await proc.open_context()`` or ``async with proc.open_context() as ctx``."""
+        """``ctx = await proc.open_context()`` or ``async with proc.open_context() as ctx``.
+        The first one is the proc's main context; a second one needs
+        VE_OMP_NUM_THREADS=1 (AVEO)."""
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
 
         async def _open() -> AsyncContext:
-            self._check()
-            ctx = AsyncContext(self, await _in_executor(self.sync.open_context), max_in_flight)
+            ctx = AsyncContext(self, await self._off_loop(self.sync.open_context), max_in_flight)
             self.contexts.append(ctx)
-            log.debug("aioveo: opened context 0x%x of %s", ctx.sync.handle, self)
+            if ctx.sync.is_main:
+                self.main_context = ctx
+            log.debug("aioveo: opened context 0x%x (%scontext %d) of %s", ctx.sync.handle,
+                      "main " if ctx.sync.is_main else "", ctx.sync.index, self)
             return ctx
 
         return _Opener(_open)
@@ -221,7 +262,7 @@ class AsyncProc:
         until the copy really ends (a cancelled await does not stop it)."""
         blocks = _pool_blocks((ve,))
         if blocks is None:
-            await _in_executor(copy, *args)
+            await self._off_loop(copy, *args)
             return
         await _await_fences(blocks, None)
         loop = asyncio.get_running_loop()
@@ -237,28 +278,59 @@ class AsyncProc:
                 except RuntimeError:   # the loop is gone: nobody can reuse them either
                     pass
 
-        await loop.run_in_executor(None, job)
+        self._ops += 1
+        try:
+            await loop.run_in_executor(None, job)
+        finally:
+            self._ops -= 1
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Close every context (waiting for its requests, or failing them when
-        `cancel`), then destroy the VE process off the loop."""
+        """Close every context (waiting for its requests), then destroy the VE
+        process off the loop.  With `cancel` (leaving ``async with`` by an
+        exception): fail every awaiter, end the VE process at once, wait at
+        most ``cancel_timeout`` seconds for its requests to come back, destroy."""
         if self._closed:
             return
         self._closed = True
-        name = str(self)
-        for ctx in list(self.contexts):
-            await ctx.close(cancel=cancel)
+        what = str(self)
         pool = self._memory
-        if pool is not None and not pool.closed and not cancel:
-            pool._warn_leaks(f"closing {name}")
-        # Closed by an exception: the VE process ends at once (grace 0), not
-        # after its running kernels (the core's one closing policy).
         try:
-            await _in_executor(self.sync.destroy, 0 if cancel else None)
+            if not cancel:
+                for ctx in list(self.contexts):
+                    await ctx.close()
+                if pool is not None and not pool.closed:
+                    pool._warn_leaks(f"closing {what}")
+                await _in_executor(self.sync.destroy, None)
+                log.debug("aioveo: closed %s", what)
+                return
+            for ctx in list(self.contexts):
+                ctx._abandon()
+            busy = [c for c in self.contexts if c._in_flight]
+            # The VE process ends now, on both backends (the pid from AVEO's
+            # API): veo_proc_destroy would wait for its kernels without limit.
+            self.sync.kill()
+            if busy:
+                timeout = settings.current().cancel_timeout
+                try:
+                    await asyncio.wait_for(asyncio.gather(*(c.synchronize() for c in busy)),
+                                           timeout)
+                except asyncio.TimeoutError:
+                    pass
+            stuck = []
+            for c in busy:
+                if c._in_flight and c._hub is not None and not c._hub.forget(c.sync):
+                    stuck.append(c)
+            if stuck:
+                # an engine thread is still inside libveo for them: AVEO would
+                # free the contexts under it, so the proc is left undestroyed
+                log.warning("aioveo: %s: %d context(s) did not come back after the VE process "
+                            "was ended; the proc is left undestroyed", what, len(stuck))
+                return
+            await _in_executor(self.sync.destroy, 0)
+            log.debug("aioveo: closed %s (cancelled)", what)
         finally:
             if pool is not None:
                 pool._invalidate()   # its memory went with the VE process
-        log.debug("aioveo: closed %s%s", name, " (cancelled)" if cancel else "")
 
     async def __aenter__(self) -> "AsyncProc":
         return self
@@ -319,6 +391,8 @@ class AsyncContext:
         self._slot_waiters: collections.deque[asyncio.Future] = collections.deque()
         self._idle: asyncio.Future | None = None
         self._closed = False
+        self._cancelled = False     # closed by an exception (no leak warnings then)
+        self._close_when_idle = False
         self._hub: _hub.Hub | None = None
         #: this context's record in the proc's memory pool (its completed
         #: frontier), made when pool memory is first used on it
@@ -332,7 +406,13 @@ class AsyncContext:
 
     @property
     def closed(self) -> bool:
+        """Closed by you; see ``alive``."""
         return self._closed
+
+    @property
+    def alive(self) -> bool:
+        """Open and its VE process running (False once closed, or after a fault)."""
+        return not self._closed and self.sync.alive
 
     def _get_hub(self) -> _hub.Hub:
         hub = self._hub
@@ -366,10 +446,16 @@ class AsyncContext:
         self._in_flight -= n
         if self._slot_waiters:
             self._wake_slot_waiter()
-        if self._in_flight == 0 and self._idle is not None:
-            if not self._idle.done():
-                self._idle.set_result(None)
-            self._idle = None
+        if self._in_flight == 0:
+            if self._idle is not None:
+                if not self._idle.done():
+                    self._idle.set_result(None)
+                self._idle = None
+            if self._close_when_idle:
+                self._close_when_idle = False
+                task = asyncio.get_running_loop().create_task(self._finish_close())
+                self.proc._closing.add(task)
+                task.add_done_callback(self.proc._closing.discard)
 
     def _wake_slot_waiter(self) -> None:
         while self._slot_waiters:
@@ -596,10 +682,18 @@ class AsyncContext:
         return await self._submit_request("write_mem", src if size is None else size, dst,
                                           self.sync.async_write_mem, dst, src, size)
 
+    def _inline_ok(self, size: int) -> bool:
+        """A small transfer is copied on the loop thread (veo_read_mem/
+        veo_write_mem) when nothing is queued on this context and none of
+        aioveo's work is queued on the main context, which such a copy
+        queues behind (AVEO); on a VE inline copies are off by default."""
+        return (self._in_flight == 0 and size <= self._get_hub().inline_bytes
+                and self.proc._main_idle())
+
     async def read_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy VE memory `src` into the host buffer `dst`, in this context's order."""
         size = _nbytes(dst) if size is None else size
-        if self._in_flight == 0 and size <= self._get_hub().inline_bytes and (
+        if self._inline_ok(size) and (
                 type(src) is not VEArray or _fences(_pool_blocks((src,)) or [], self._mem) is None):
             self._copy_inline("read_mem", self.proc.sync.read_mem, dst, src, size)
             return
@@ -608,7 +702,7 @@ class AsyncContext:
     async def write_mem(self, dst: Any, src: Any, size: int | None = None) -> None:
         """Copy the host buffer `src` to VE memory `dst`, in this context's order."""
         size = _nbytes(src) if size is None else size
-        if self._in_flight == 0 and size <= self._get_hub().inline_bytes and (
+        if self._inline_ok(size) and (
                 type(dst) is not VEArray or _fences(_pool_blocks((dst,)) or [], self._mem) is None):
             self._copy_inline("write_mem", self.proc.sync.write_mem, dst, src, size)
             return
@@ -707,34 +801,74 @@ class AsyncContext:
         await asyncio.shield(self._idle)
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Close the context: wait for its requests, or (cancel=True) fail
-        their awaiters with ClosedError; the VE still drains them."""
+        """Close the context: wait for its requests, or (cancel=True, leaving
+        ``async with`` by an exception) fail their awaiters with ClosedError
+        at once, without waiting for kernels that may never return: the
+        context itself is closed when the VE is done with them (or with its
+        proc).  AVEO frees a context at close, so it is never closed while
+        one of its requests is still being waited for."""
         if self._closed:
             return
-        if not cancel:
+        if cancel:
+            self._abandon()
+            if self._in_flight:
+                self._close_when_idle = True
+                log.debug("aioveo: context %d of %s closed with %d requests in flight: it "
+                          "goes once the VE is done with them", self.sync.index, self.proc,
+                          self._in_flight)
+                return
+        else:
             await self.synchronize()
-        self._closed = True
-        handle, in_flight = self.sync.handle, self._in_flight
+            self._closed = True
+            self._fail_slot_waiters()
+        await self._finish_close()
+
+    def _fail_slot_waiters(self) -> None:
         for w in self._slot_waiters:
             if not w.done():
                 w.set_exception(ClosedError("the context was closed"))
         self._slot_waiters.clear()
-        if self._hub is not None and self._in_flight:
-            self._hub.forget(self.sync)
+
+    def _abandon(self) -> None:
+        """Closed by an exception: no new work, every awaiter fails now; the
+        requests stay watched, so their buffers live until the VE is done."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cancelled = True
+        self._fail_slot_waiters()
+        if self._hub is None or not self._in_flight:
+            return
+        error = ClosedError(f"the context was closed (context {self.sync.index} of "
+                            f"{self.proc}) with this request in flight; the VE may still run it")
+        for request in self._hub.engine.watched(self.sync):
+            fut = request.future
+            if fut is not None and not fut.done():
+                fut.set_exception(error)
+                fut.add_done_callback(_consume)
+
+    async def _finish_close(self) -> None:
+        """Close the VeoCtxt (off the loop), once nothing of ours is in flight."""
         if self in self.proc.contexts:
             self.proc.contexts.remove(self)
+        if self.proc.main_context is self:
+            self.proc.main_context = None
+        handle = self.sync.handle_was
         mem = self._mem
         pool = self.proc._memory
-        if mem is not None and pool is not None and not pool.closed and not cancel:
+        if mem is not None and pool is not None and not pool.closed and not self._cancelled:
             pool._warn_leaks(f"closing context 0x{handle:x}", mem)
         try:
-            if not self.proc.closed:
-                await _in_executor(self.proc.sync.close_context, self.sync)
+            if not self.proc.sync.destroyed and not self.sync.closed:
+                try:
+                    await _in_executor(self.proc.sync.close_context, self.sync)
+                except VeoError as e:   # a dead proc: nothing to close
+                    log.debug("aioveo: closing context %d: %s", self.sync.index, e)
         finally:
             if mem is not None:
                 mem.close()   # its queue is drained: every use on it is over
-        log.debug("aioveo: closed context 0x%x of %s%s", handle, self.proc,
-                  f" ({in_flight} requests in flight failed)" if in_flight else "")
+        log.debug("aioveo: closed context 0x%x (context %d) of %s", handle, self.sync.index,
+                  self.proc)
 
     async def __aenter__(self) -> "AsyncContext":
         return self

@@ -35,7 +35,18 @@ VENDOR = "vendor"
 
 SUFFIX = {"C": ".c", "C++": ".cpp", "F": ".f90"}
 NEC_BIN = "/opt/nec/ve/bin"
-MK_VEORUN_STATIC = "/opt/nec/ve/libexec/mk_veorun_static"
+# AVEO installs mk_veorun_static with NEC's tools (its scripts/mk_veorun_static
+# runs ${AVEO_BINDIR}/mk_veorun_static_ve{1,3}, AVEO_BINDIR=/opt/nec/ve/bin);
+# PyVEO's veoffload had it in libexec.  $AIOVEO_MK_VEORUN_STATIC overrides both.
+MK_VEORUN_STATIC = "/opt/nec/ve/bin/mk_veorun_static"
+MK_VEORUN_STATIC_OLD = "/opt/nec/ve/libexec/mk_veorun_static"
+# The variables AVEO's mk_veorun_static (relink_aveorun) takes from the
+# environment in place of its VE defaults: a host's CC or LDFLAGS (conda,
+# spack, a Makefile's export) would link the VE helper with host tools or
+# drop its VE libraries.  They are removed from its environment; ``flags``
+# reach it as CFLAGS (compile options) and on its command line (-L/-l/-Wl,).
+_MK_VEORUN_ENV = ("CC", "CXX", "FC", "NM", "CCLD", "CFLAGS", "LDFLAGS", "RELINKVEO_GEN",
+                  "RELINKVEO_LIB")
 # PyVEO's defaults for ncc/nc++/nfort.
 VENDOR_FLAGS = {
     "C": "-O2 -fpic -pthread -report-all -fdiag-vector=2",
@@ -120,6 +131,19 @@ def _backend_kind(backend: object) -> str:
 def _emu_file(name: str) -> Path:
     """A file of the installed emulator (include dir, libveorun.a)."""
     return _paths.EMU_DIR / name
+
+
+def mk_veorun_static_path() -> str:
+    """AVEO's mk_veorun_static: $AIOVEO_MK_VEORUN_STATIC, else where AVEO
+    installs it, else PyVEO's old place if only that exists."""
+    from .settings import current
+
+    explicit = current().mk_veorun_static
+    if explicit:
+        return explicit
+    if not os.path.exists(MK_VEORUN_STATIC) and os.path.exists(MK_VEORUN_STATIC_OLD):
+        return MK_VEORUN_STATIC_OLD
+    return MK_VEORUN_STATIC
 
 
 def _run(cmd: list[str], cwd: str, verbose: bool, env: dict[str, str] | None = None) -> str:
@@ -329,7 +353,9 @@ class VeBuild:
 
         Start it with ``VeoProc(node, veorun_bin=path)`` (or ``VEORUN_BIN``);
         its functions are found in ``proc.static_library()``. On a VE this is
-        mk_veorun_static (``flags`` become its CFLAGS); on the emulator the
+        AVEO's mk_veorun_static (see ``mk_veorun_static_path``), run without the
+        host's compiler variables; ``flags`` become its CFLAGS, except -L/-l/-Wl,
+        options, which go on its command line; on the emulator the
         objects, a generated symbol table and ``libveorun.a`` are linked with
         the host compiler (``flags`` are added to the link).
         """
@@ -338,10 +364,13 @@ class VeBuild:
         oname = os.path.join(blddir, label + ".veorun")
         objects = self._objects(blddir)
         if self.backend == VENDOR:
-            env = None
-            if flags is not None:
-                env = dict(os.environ, CFLAGS=" ".join(_words(flags)))
-            cmd = [MK_VEORUN_STATIC, oname, *objects, *_libs(libs)]
+            env = {k: v for k, v in os.environ.items() if k not in _MK_VEORUN_ENV}
+            words = _words(flags) if flags is not None else []
+            link = [w for w in words if w.startswith(("-L", "-l", "-Wl,"))]
+            compile_flags = [w for w in words if w not in link]
+            if compile_flags:
+                env["CFLAGS"] = " ".join(compile_flags)
+            cmd = [mk_veorun_static_path(), oname, *objects, *link, *_libs(libs)]
             _run(cmd, blddir, verbose, env=env)
         else:
             helper_lib = _emu_file("libveorun.a")

@@ -52,7 +52,8 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from . import settings
-from ._core import ClosedError, ProcDeadError, VeoError, VeoException, VeoFunction, VeoLibrary
+from ._core import (ClosedError, ProcDeadError, VeoError, VeoException, VeoFunction, VeoLibrary,
+                    second_context_problem)
 from .aio import DEFAULT_MAX_IN_FLIGHT, AsyncContext, AsyncProc, _Opener, open_proc
 from .nodes import NodesUnavailableError, candidates, describe_failures, open_any
 
@@ -112,8 +113,9 @@ class PoolFunction:
             f.ret_type(rettype)
         self._ret = rettype
 
-    def _resolve(self, proc: AsyncProc, lib: VeoLibrary) -> None:
-        f = lib.find_function(self.name)
+    def _resolve(self, proc: AsyncProc, lib: VeoLibrary, f: VeoFunction | None = None) -> None:
+        if f is None:
+            f = lib.find_function(self.name)
         args, ret = self._args, self._ret
         if args is None:   # declared PyVEO style on the VeoFunctions: carry it over
             for sib in self.per_proc.values():
@@ -353,9 +355,14 @@ class Pool:
         path = os.fspath(library)
         await self._load_everywhere(path)
         fn = PoolFunction({}, prototype, library=path, retries=retries)
-        for m in self._members:
-            if m.state == ALIVE and m.proc is not None and path in m.libs:
-                fn._resolve(m.proc, m.libs[path])
+        members = [m for m in self._members
+                   if m.state == ALIVE and m.proc is not None and path in m.libs]
+        # (a symbol lookup queues behind each proc's main context: off the loop)
+        found = await asyncio.gather(*(m.proc.find_function(m.libs[path], prototype)
+                                       for m in members if m.proc is not None))
+        for m, f in zip(members, found):
+            if m.proc is not None and path in m.libs:
+                fn._resolve(m.proc, m.libs[path], f)
         self._functions.add(fn)
         return fn
 
@@ -964,6 +971,10 @@ def open_pool(nodes: Iterable[int] | None = None, contexts_per_proc: int = 1, *,
     async function run on every proc, the replacements too.  The healing and
     admission keywords are explained in the module's documentation."""
     async def _open() -> Pool:
+        if contexts_per_proc > 1:   # refused by AVEO without VE_OMP_NUM_THREADS=1
+            problem = second_context_problem()
+            if problem is not None:
+                raise VeoError(f"open_pool(contexts_per_proc={contexts_per_proc}): {problem}")
         todo = list(nodes) if nodes is not None else candidates()
         count = procs if procs is not None else len(todo)
         if count < 1:

@@ -11,17 +11,19 @@
 An event loop's completion hub reads its settings when it is created (on the
 loop's first request), so a new loop picks up what was configured before it
 started; a loop already running keeps its engine.  The native core reads
-``exit_grace`` at interpreter exit.
+``exit_grace`` when a proc is destroyed and at interpreter exit.
 
 | variable | field | default | meaning |
 |---|---|---|---|
-| ``AIOVEO_LIBVEO`` | ``libveo`` | (auto) | the libveo to load: a path, or ``emulator`` |
+| ``AIOVEO_LIBVEO`` | ``libveo`` | (auto) | the libveo to load: a path, ``emulator``, or ``emulator-noext`` (the emulator without its ``veo_emu_*`` extensions, as the vendor library) |
 | ``AIOVEO_ENGINE`` | ``engine`` | ``poll`` | ``wait``: a thread per context blocked in ``veo_call_wait_result`` |
 | ``AIOVEO_ENGINE_SPIN_US`` | ``engine_spin_us`` | 50 | the poll thread spins this long after activity |
 | ``AIOVEO_ENGINE_MAX_SLEEP_US`` | ``engine_max_sleep_us`` | 5000 | its longest sleep between peeks (a sleep is also at most 1/8 of the time already waited) |
 | ``AIOVEO_SPOT_US`` | ``spot_us`` | 20 | how long the loop peeks at a lone request before handing it to the engine |
-| ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 64 KiB VE | transfers up to this size on an idle context are copied on the loop thread; 0: never |
-| ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at close or exit before it is ended by force |
+| ``AIOVEO_INLINE_TRANSFER`` | ``inline_transfer`` | 1 MiB emulator, 0 VE | transfers up to this size are copied on the loop thread when the proc's main context is idle; 0: never |
+| ``AIOVEO_EXIT_GRACE`` | ``exit_grace`` | 5 | seconds a busy VE gets at ``VeoProc.destroy()`` or interpreter exit before it is ended by force |
+| ``AIOVEO_CANCEL_TIMEOUT`` | ``cancel_timeout`` | 2 | leaving ``async with`` by an exception ends the VE process at once, then waits at most this long for its requests to come back |
+| ``AIOVEO_MK_VEORUN_STATIC`` | ``mk_veorun_static`` | (auto) | AVEO's ``mk_veorun_static`` for ``VeBuild.build_veorun`` (default: ``/opt/nec/ve/bin``, then PyVEO's ``/opt/nec/ve/libexec``) |
 | ``AIOVEO_POOL_PROBE_MS`` | ``pool_probe_ms`` | 100 | a pool checks its procs are alive this often (0: only when calls fail) |
 | ``AIOVEO_MEMPOOL`` | ``mempool`` | ``1`` | VE memory of the asyncio API: ``1`` a caching pool per proc, ``0`` one ``veo_alloc_mem`` per block, ``debug`` as ``0`` plus poisoned frees and allocation sites (read when a proc's pool is made) |
 """
@@ -50,6 +52,8 @@ class Settings:
     spot_us: float = 20.0
     inline_transfer: int | None = None    # None: the backend's default
     exit_grace: float = 5.0
+    cancel_timeout: float = 2.0
+    mk_veorun_static: str | None = None
     pool_probe_ms: float = 100.0
     mempool: str = "1"
 
@@ -59,19 +63,22 @@ class Settings:
         if self.mempool not in MEMPOOL_MODES:
             raise ValueError(f"mempool must be one of {MEMPOOL_MODES}, not {self.mempool!r}")
         for name in ("engine_spin_us", "engine_max_sleep_us", "spot_us", "exit_grace",
-                     "pool_probe_ms"):
+                     "cancel_timeout", "pool_probe_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if self.inline_transfer is not None and self.inline_transfer < 0:
             raise ValueError(f"inline_transfer must be >= 0, not {self.inline_transfer!r}")
 
     def inline_transfer_bytes(self, is_emulator: bool) -> int:
-        """Transfers up to this size on an idle context are copied on the loop
-        thread: on the emulator a 1 MiB memcpy (~50 us) costs less than a
-        cross-thread hand-off; on a VE the copy is a DMA the thread waits for."""
+        """Transfers up to this size are copied on the loop thread when the
+        proc's main context is idle (a sync transfer queues behind the main
+        context's work): on the emulator a 1 MiB memcpy (~50 us) costs less
+        than a cross-thread hand-off; on a VE the copy is a DMA the thread
+        waits for, and other threads may keep the main context busy without
+        aioveo knowing, so it is off there by default."""
         if self.inline_transfer is not None:
             return self.inline_transfer
-        return 1 << 20 if is_emulator else 64 << 10
+        return 1 << 20 if is_emulator else 0
 
 
 #: environment variable -> (field, parser)
@@ -83,6 +90,8 @@ ENV: dict[str, tuple[str, Any]] = {
     "AIOVEO_SPOT_US": ("spot_us", float),
     "AIOVEO_INLINE_TRANSFER": ("inline_transfer", int),
     "AIOVEO_EXIT_GRACE": ("exit_grace", float),
+    "AIOVEO_CANCEL_TIMEOUT": ("cancel_timeout", float),
+    "AIOVEO_MK_VEORUN_STATIC": ("mk_veorun_static", str),
     "AIOVEO_POOL_PROBE_MS": ("pool_probe_ms", float),
     "AIOVEO_MEMPOOL": ("mempool", str),
 }

@@ -30,6 +30,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+# AVEO opens a second context of a proc only with VE_OMP_NUM_THREADS=1 in the
+# environment (each kernel then runs one OpenMP thread): this program uses
+# several contexts per proc.  (A value you set yourself is kept.)
+os.environ.setdefault("VE_OMP_NUM_THREADS", "1")
+
 from aioveo import (VeBuild, VeoException, VeoProc, _hub, _paths, backend, open_pool, open_proc,
                     settings)
 

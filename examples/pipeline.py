@@ -17,10 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from typing import Sequence
 
 import numpy as np
+
+# AVEO opens a second context of a proc only with VE_OMP_NUM_THREADS=1 in the
+# environment (each kernel then runs one OpenMP thread): this program uses
+# several contexts per proc.  (A value you set yourself is kept.)
+os.environ.setdefault("VE_OMP_NUM_THREADS", "1")
 
 import aioveo
 import aioveo.trace

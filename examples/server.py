@@ -17,9 +17,15 @@ SIGINT or SIGTERM stops the server cleanly (connections closed, procs destroyed)
 import argparse
 import asyncio
 import json
+import os
 import signal
 
 import numpy as np
+
+# AVEO opens a second context of a proc only with VE_OMP_NUM_THREADS=1 in the
+# environment (each kernel then runs one OpenMP thread): this program uses
+# several contexts per proc.  (A value you set yourself is kept.)
+os.environ.setdefault("VE_OMP_NUM_THREADS", "1")
 
 import aioveo
 from aioveo import OnStack, VEO_INTENT_OUT

@@ -280,7 +280,14 @@ class Service:
                             headers={"X-Prometheus-Format": "0.0.4"})
 
     async def crash(self, request: web.Request) -> web.Response:
-        await self.pool.call(self.fault)
+        # On a proc's main context: AVEO reports a fault with its signal
+        # there only (elsewhere every kernel running at that moment just sees
+        # its VE process die, KernelDiedError, and none can be blamed).
+        ctx = next((c for c in self.pool.contexts if c.sync.is_main and c.alive), None)
+        if ctx is None:
+            await self.pool.call(self.fault)
+        else:
+            await ctx.call(self.fault.for_proc(ctx.proc))
         return web.json_response({"crashed": False})
 
 

@@ -3,6 +3,7 @@ the event loops every asyncio test runs on (asyncio's default loop and uvloop)."
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SRC = ROOT / "tests" / "kernels"
+
+# AVEO opens a second context of a proc only with VE_OMP_NUM_THREADS=1 in the
+# environment (ProcHandle::openContext), and so does the emulator: many tests
+# use several contexts per proc.  (tests/test_fidelity.py unsets it where it
+# checks the refusal.)
+os.environ["VE_OMP_NUM_THREADS"] = "1"
 
 
 def pytest_asyncio_loop_factories(config, item):

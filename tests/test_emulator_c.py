@@ -31,7 +31,7 @@ import pytest
 SRC = Path(__file__).resolve().parent / "c"
 ROOT = SRC.parent.parent
 PROGRAMS = ["procs", "libs", "memory", "contexts", "args", "calls", "hmem", "faults",
-            "threads", "scale", "output", "badinput", "orphan"]
+            "threads", "scale", "output", "badinput", "orphan", "aveo"]
 EMU_BUILD = os.environ.get("AIOVEO_TEST_EMU_BUILD")
 VALGRIND = os.environ.get("AIOVEO_TEST_VALGRIND") == "1"
 SLOW = 20 if VALGRIND else 1
@@ -99,9 +99,13 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         pytest.fail("building the C tests failed:\n" + "\n".join(errors))
     run_env = dict(os.environ)
     for k in ("VEORUN_BIN", "VE_NODE_NUMBER", "_VENODELIST", "VEO_EMU_NODES",
-              "VEO_EMU_NODE_MEMORY", "VEO_EMU_SPIN_US", "VEO_EMU_EXIT_TIMEOUT"):
+              "VEO_EMU_NODE_MEMORY", "VEO_EMU_SPIN_US", "VEO_EMU_POISON"):
         run_env.pop(k, None)
     run_env.update(env)
+    # The programs open several contexts per proc, which AVEO (and so the
+    # emulator) allows only with VE_OMP_NUM_THREADS=1 (tests/c/aveo.c checks
+    # the refusal without it).
+    run_env["VE_OMP_NUM_THREADS"] = "1"
     if VALGRIND:  # valgrind makes the 48 GiB shared VE memory resident: keep it small
         run_env["VEO_EMU_NODE_MEMORY"] = "1G"
     run_env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:allow_user_segv_handler=1"
@@ -187,6 +191,12 @@ def test_kernel_output_reaches_host(build):
         < out.index("host: after")
     # output the kernel left unflushed is flushed when the proc is destroyed
     assert out.index("[partial line]") < out.index("host: end")
+
+
+def test_aveo_behaviours(build):
+    r = run(build, "aveo")
+    # the waiter left behind by a peek is reported when its context closes
+    assert "still wait in veo_call_wait_result" in r.stderr
 
 
 def test_bad_input(build):

@@ -21,7 +21,9 @@ def test_defaults_environment_and_errors():
     assert (s.engine, s.spot_us, s.inline_transfer) == ("wait", 0.0, 4096)
     assert s.inline_transfer_bytes(True) == 4096
     assert settings.Settings().inline_transfer_bytes(True) == 1 << 20
-    assert settings.Settings().inline_transfer_bytes(False) == 64 << 10
+    # (issue 11: on a VE a synchronous transfer queues behind the main
+    # context's work, which other threads may keep busy: off by default)
+    assert settings.Settings().inline_transfer_bytes(False) == 0
     with pytest.raises(ValueError, match="AIOVEO_SPOT_US"):
         settings.from_environ({"AIOVEO_SPOT_US": "fast"})
     with pytest.raises(ValueError, match="engine must be one of"):

@@ -79,6 +79,10 @@ async def test_calls_and_transfers_on_two_contexts(aio_lib, tmp_path):
         add = declare(lib, "add", ["long", "long"])
         dsum = declare(lib, "dsum", ["double *", "long"], "double")
         sleep_ms = declare(lib, "sleep_ms", ["long"])
+        # (AVEO: the first context is the proc's main context, which a
+        # synchronous transfer, as an inline one is, queues behind; c1 and c2
+        # are others, so c2's inline transfer does not wait for c1's work)
+        main = await proc.open_context()
         async with proc.open_context() as c1, proc.open_context() as c2:
             ptr = await c1.alloc_mem(x.nbytes)
             with aioveo.trace.record() as rec:

@@ -47,7 +47,8 @@ from libc.stdint cimport (uint64_t, int64_t, uint32_t, int32_t, uint16_t, int16_
                           int8_t, uintptr_t)
 from libc.string cimport memcpy
 from posix.dlfcn cimport dlopen, dlsym, dlerror, RTLD_NOW, RTLD_GLOBAL
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
+from cpython.exc cimport PyErr_CheckSignals
 
 from libveo cimport *
 

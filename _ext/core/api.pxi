@@ -36,6 +36,8 @@ ctypedef struct Api:
     void (*context_sync)(veo_thr_ctxt *) noexcept nogil
     veo_thr_ctxt * (*get_context)(veo_proc_handle *, int) noexcept nogil
     int (*proc_identifier)(veo_proc_handle *) noexcept nogil
+    void * (*set_proc_identifier)(void *, int) noexcept nogil
+    int (*get_pid_from_hmem)(const void *) noexcept nogil
     const char * (*version_string)() noexcept nogil
     int (*api_version)() noexcept nogil
     int (*alloc_hmem)(veo_proc_handle *, void **, const size_t) noexcept nogil
@@ -84,11 +86,13 @@ API_FUNCTIONS = {
     'veo_call_wait_result': True,
     'veo_async_read_mem': True,
     'veo_async_write_mem': True,
-    'veo_context_sync': False,
-    'veo_get_context': False,
-    'veo_proc_identifier': False,
-    'veo_version_string': False,
-    'veo_api_version': False,
+    'veo_context_sync': True,
+    'veo_get_context': True,
+    'veo_proc_identifier': True,
+    'veo_set_proc_identifier': True,
+    'veo_get_pid_from_hmem': True,
+    'veo_version_string': True,
+    'veo_api_version': True,
     'veo_alloc_hmem': False,
     'veo_free_hmem': False,
     'veo_emu_args_set_ret_type': False,
@@ -134,11 +138,13 @@ cdef int _fill_api(void *h) except -1:
     api.call_wait_result = <int (*)(veo_thr_ctxt *, uint64_t, uint64_t *) noexcept nogil>_sym(h, b'veo_call_wait_result', True)
     api.async_read_mem = <uint64_t (*)(veo_thr_ctxt *, void *, uint64_t, size_t) noexcept nogil>_sym(h, b'veo_async_read_mem', True)
     api.async_write_mem = <uint64_t (*)(veo_thr_ctxt *, uint64_t, const void *, size_t) noexcept nogil>_sym(h, b'veo_async_write_mem', True)
-    api.context_sync = <void (*)(veo_thr_ctxt *) noexcept nogil>_sym(h, b'veo_context_sync', False)
-    api.get_context = <veo_thr_ctxt * (*)(veo_proc_handle *, int) noexcept nogil>_sym(h, b'veo_get_context', False)
-    api.proc_identifier = <int (*)(veo_proc_handle *) noexcept nogil>_sym(h, b'veo_proc_identifier', False)
-    api.version_string = <const char * (*)() noexcept nogil>_sym(h, b'veo_version_string', False)
-    api.api_version = <int (*)() noexcept nogil>_sym(h, b'veo_api_version', False)
+    api.context_sync = <void (*)(veo_thr_ctxt *) noexcept nogil>_sym(h, b'veo_context_sync', True)
+    api.get_context = <veo_thr_ctxt * (*)(veo_proc_handle *, int) noexcept nogil>_sym(h, b'veo_get_context', True)
+    api.proc_identifier = <int (*)(veo_proc_handle *) noexcept nogil>_sym(h, b'veo_proc_identifier', True)
+    api.set_proc_identifier = <void * (*)(void *, int) noexcept nogil>_sym(h, b'veo_set_proc_identifier', True)
+    api.get_pid_from_hmem = <int (*)(const void *) noexcept nogil>_sym(h, b'veo_get_pid_from_hmem', True)
+    api.version_string = <const char * (*)() noexcept nogil>_sym(h, b'veo_version_string', True)
+    api.api_version = <int (*)() noexcept nogil>_sym(h, b'veo_api_version', True)
     api.alloc_hmem = <int (*)(veo_proc_handle *, void **, const size_t) noexcept nogil>_sym(h, b'veo_alloc_hmem', False)
     api.free_hmem = <int (*)(void *) noexcept nogil>_sym(h, b'veo_free_hmem', False)
     api.emu_args_set_ret_type = <int (*)(veo_args *, int) noexcept nogil>_sym(h, b'veo_emu_args_set_ret_type', False)

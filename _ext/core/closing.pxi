@@ -1,11 +1,13 @@
 # Ending VE processes: the one closing policy of every backend.
 #
-# veo_proc_destroy lets a VE process finish its queued work.  Where the caller
-# gives a grace (the asyncio layer closing by an exception: 0; interpreter
-# exit: settings.exit_grace), a VE process still busy after it is ended by
-# force.  On the emulator that is killing its helper process, which
-# veo_proc_destroy then reaps; the vendor libveo gives no handle on its VE
-# process here yet, so there the grace cannot be enforced.
+# veo_proc_destroy lets a VE process finish its queued work, with no time
+# limit on AVEO (ProcHandle::exitProc joins each context's progress thread,
+# which drains).  Where the caller gives a grace (VeoProc.destroy: the
+# exit_grace setting; the asyncio layer closing by an exception: 0;
+# interpreter exit: exit_grace), a VE process still busy after it is ended by
+# force: SIGKILL to its pid, which AVEO's API gives on both backends
+# (veo_get_pid_from_hmem(veo_set_proc_identifier(NULL, ident)), read once at
+# creation), and veo_proc_destroy then finds it dead and returns.
 
 cdef void _kill(int pid) noexcept:
     try:
@@ -14,21 +16,23 @@ cdef void _kill(int pid) noexcept:
         pass
 
 
-def _kill_pid(pid):
-    _kill(pid)
+def _kill_proc(proc):
+    if not proc.killed:
+        log.debug("aioveo: the grace of %r ran out: ending its VE process by force", proc)
+    proc.kill()
 
 
 cdef object _end_after(VeoProc proc, double grace):
     """End `proc`'s VE process by force after `grace` seconds (0: now); returns
     a timer to cancel once it ended by itself, or None."""
-    pid = proc.helper_pid
-    if not pid:
+    if proc.pid_ <= 0:
+        log.debug("aioveo: %r: the VE process's pid is unknown, so its grace cannot be "
+                  "enforced", proc)
         return None
     if grace <= 0:
-        log.debug("aioveo: ending the VE process of %r by force", proc)
-        _kill(pid)
+        proc.kill()
         return None
-    timer = threading.Timer(grace, _kill_pid, (pid,))
+    timer = threading.Timer(grace, _kill_proc, (proc,))
     timer.daemon = True
     timer.start()
     return timer

@@ -330,6 +330,18 @@ int engine_forget(struct engine *e, void *ctx, int status, unsigned timeout_ms) 
   return n;
 }
 
+int engine_tokens(struct engine *e, void *ctx, uint64_t *out, int max) {
+  int n = 0;
+  pthread_mutex_lock(&e->lock);
+  struct ectx *c = find_ctx(e, ctx, 0);
+  for (struct ereq *r = c ? c->head : NULL; r; r = r->next) {
+    if (n < max) out[n] = r->token;
+    n++;
+  }
+  pthread_mutex_unlock(&e->lock);
+  return n;
+}
+
 int engine_stop(struct engine *e, unsigned timeout_ms) {
   pthread_mutex_lock(&e->lock);
   e->stop = 1;

@@ -58,4 +58,8 @@ int engine_drain(struct engine *e, struct engine_completion *out, int max);
  * timeout_ms) until no engine thread is inside peek/wait on it.  Returns the
  * number of requests dropped, or -1 if a waiter thread had to be detached. */
 int engine_forget(struct engine *e, void *ctx, int status, unsigned timeout_ms);
+
+/* The tokens of the requests of `ctx` being watched, oldest first (at most
+ * max written); returns how many there are. */
+int engine_tokens(struct engine *e, void *ctx, uint64_t *out, int max);
 #endif

@@ -24,6 +24,7 @@ cdef extern from "engine.h" nogil:
     int engine_watch(engine *e, void *ctx, uint64_t id, uint64_t token)
     int engine_drain(engine *e, engine_completion *out, int max)
     int engine_forget(engine *e, void *ctx, int status, unsigned timeout_ms)
+    int engine_tokens(engine *e, void *ctx, uint64_t *out, int max)
 
 ENGINE_MODES = {"poll": ENGINE_POLL, "wait": ENGINE_WAIT}
 #: The status a drained request has when its context was forgotten (closing):
@@ -65,11 +66,15 @@ cdef class Engine:
         if self._e == NULL:
             raise ClosedError("the completion engine is closed")
         cdef veo_thr_ctxt *h = request.ctx._live_handle()
+        if request.claim != CLAIM_NONE:
+            raise VeoError(f"request {request._last_id()} is already waited for",
+                           req_id=request._last_id())
         Py_INCREF(request)   # the engine's reference, given back by drain()
         if engine_watch(self._e, <void *>h, request._last_id(),
                         <uint64_t><uintptr_t><PyObject *>request) != 0:
             Py_DECREF(request)
             raise MemoryError("engine_watch")
+        request.claim = CLAIM_ENGINE   # the engine is its one waiter
 
     def drain(self):
         """Finished (request, status, retval) records, at most 1024 per call;
@@ -87,17 +92,49 @@ cdef class Engine:
         for i in range(n):
             request = <object><PyObject *><uintptr_t>self._buf[i].token
             Py_DECREF(request)   # the list holds it now
+            if self._buf[i].status != ENGINE_FORGOTTEN:
+                # (a forgotten one stays claimed: an engine thread may still
+                # wait for it, so nobody else may)
+                (<_Request>request).claim = CLAIM_NONE
             out.append((request, self._buf[i].status, self._buf[i].retval))
         return out
 
-    def forget(self, VeoCtxt ctx not None, unsigned timeout_ms=5000):
-        """Stop watching `ctx` (it is closing): its requests come out of the
-        next drain() with status FORGOTTEN."""
+    def watched(self, VeoCtxt ctx not None):
+        """The requests of `ctx` the engine watches now (they stay watched)."""
         if self._e == NULL or ctx.handle_ == NULL:
-            return
+            return []
+        cdef int n, i, cap = 64
+        cdef uint64_t *tokens = NULL
+        cdef list out = []
+        while True:
+            PyMem_Free(tokens)
+            tokens = <uint64_t *>PyMem_Malloc(cap * sizeof(uint64_t))
+            if tokens == NULL:
+                raise MemoryError()
+            n = engine_tokens(self._e, <void *>ctx.handle_, tokens, cap)
+            if n <= cap:
+                break
+            cap = n + 64
+        try:
+            # (the engine holds a reference to each, and drops it only in
+            # _take, under the GIL: they are alive)
+            for i in range(n):
+                out.append(<object><PyObject *><uintptr_t>tokens[i])
+        finally:
+            PyMem_Free(tokens)
+        return out
+
+    def forget(self, VeoCtxt ctx not None, unsigned timeout_ms=5000):
+        """Stop watching `ctx`: its requests come out of the next drain() with
+        status FORGOTTEN.  False when an engine thread was still inside
+        libveo for it after `timeout_ms` (then the context must not be freed)."""
+        if self._e == NULL or ctx.handle_ == NULL:
+            return True
         cdef void *h = <void *>ctx.handle_
+        cdef int rc
         with nogil:
-            engine_forget(self._e, h, ENGINE_FORGOTTEN, timeout_ms)
+            rc = engine_forget(self._e, h, ENGINE_FORGOTTEN, timeout_ms)
+        return rc >= 0
 
     def close(self, unsigned timeout_ms=5000):
         """Stop the engine's threads; requests still watched are dropped

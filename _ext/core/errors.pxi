@@ -27,13 +27,14 @@ class VeoError(RuntimeError):
 
     ``func``: the libveo function that failed (None when the failure was found
     before calling libveo); ``code``: its return code, or the request's
-    VEO_COMMAND_* status; ``req_id``, ``node`` and ``context`` (the raw
-    context handle) when known."""
+    VEO_COMMAND_* status; ``req_id``, ``node``, ``proc`` (the proc's
+    identifier) and ``context`` (the raw context handle) when known."""
 
-    def __init__(self, message, *, func=None, code=None, req_id=None, node=None, context=None):
+    def __init__(self, message, *, func=None, code=None, req_id=None, node=None, context=None,
+                 proc=None):
         super().__init__(message)
         self.func, self.code, self.req_id = func, code, req_id
-        self.node, self.context = node, context
+        self.node, self.context, self.proc = node, context, proc
 
 
 class VeoException(VeoError, ArithmeticError):
@@ -55,6 +56,16 @@ class ClosedError(VeoError):
 
 class ProcDeadError(VeoError):
     """The VE process died (a kernel crashed or the process was killed)."""
+
+
+class KernelDiedError(ProcDeadError):
+    """The VE process died while this call ran on a context other than the
+    main one.  AVEO reports a kernel fault with its signal on the main context
+    only: a kernel that faults on another context, and every kernel running
+    at that moment on the other contexts, just see their VE process die
+    (VEO_COMMAND_ERROR, no signal), so this call's kernel may have faulted, or
+    another one; nobody can tell which.  (On the main context a fault raises
+    VeoException with the signal.)"""
 
 
 class SymbolNotFoundError(VeoError, AttributeError):
@@ -86,21 +97,39 @@ cdef str _emu_message():
     return ""
 
 
+cdef str _where(VeoProc proc, VeoCtxt ctx):
+    """" [proc 2 on node 0, context 1]": which proc and context a message is about."""
+    parts = []
+    if proc is not None:
+        parts.append(f"proc {proc.ident} on node {proc.nodeid}")
+    if ctx is not None:
+        parts.append(f"{'main ' if ctx.is_main else ''}context {ctx.index}")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
+cdef dict _where_attrs(VeoProc proc, VeoCtxt ctx):
+    return dict(node=proc.nodeid if proc is not None else None,
+                context=<uintptr_t>ctx.handle_ if ctx is not None and ctx.handle_ != NULL
+                else (ctx.handle_was if ctx is not None else None),
+                proc=proc.ident if proc is not None else None)
+
+
 cdef object _error(str message, str func, object code=None, VeoProc proc=None,
                    VeoCtxt ctx=None, object req_id=None, bint explain=True):
     """The exception for a failure of `func`: ClosedError when the proc or
     context is gone, ProcDeadError when the VE process died, else VeoError.
     `explain` appends the emulator's message (only right for a call that just
-    failed in this thread, not for a request that completed with an error)."""
+    failed in this thread, not for a request that completed with an error).
+    The message names the proc, its node and the context."""
     if proc is None and ctx is not None:
         proc = ctx.proc
-    where = dict(func=func, code=code, req_id=req_id,
-                 node=proc.nodeid if proc is not None else None,
-                 context=<uintptr_t>ctx.handle_ if ctx is not None else None)
+    where = _where_attrs(proc, ctx)
+    where.update(func=func, code=code, req_id=req_id)
+    suffix = _where(proc, ctx)
     if (ctx is not None and ctx.handle_ == NULL) or (proc is not None and proc.handle_ == NULL):
         gone = "the context is closed" if ctx is not None and ctx.handle_ == NULL \
             and (proc is None or proc.handle_ != NULL) else "the proc was destroyed"
-        return ClosedError(f"{message}: {gone}", **where)
+        return ClosedError(f"{message}: {gone}{suffix}", **where)
     cls = VeoError
     if (ctx is not None and _ctx_dead(ctx)) or (proc is not None and proc._is_dead()):
         cls = ProcDeadError
@@ -109,7 +138,7 @@ cdef object _error(str message, str func, object code=None, VeoProc proc=None,
         detail = _emu_message()
         if detail and detail not in message:
             message = f"{message} ({detail})"
-    return cls(message, **where)
+    return cls(message + suffix, **where)
 
 
 cdef int _fail(str message, str func, object code=None, VeoProc proc=None,
@@ -118,16 +147,32 @@ cdef int _fail(str message, str func, object code=None, VeoProc proc=None,
     raise _error(message, func, code, proc, ctx, req_id, True)
 
 
-cdef object _request_error(int status, uint64_t retval, VeoCtxt ctx, uint64_t req_id, str label):
-    """The exception for a request that completed with `status` (not OK)."""
+cdef object _request_error(int status, uint64_t retval, VeoCtxt ctx, uint64_t req_id, str label,
+                           bint is_call=False):
+    """The exception for a request that completed with `status` (not OK).
+    A call that was running on a non-main context when its VE process died
+    (the first to fail on its context: contexts complete in order) gets
+    KernelDiedError: on AVEO that is all a fault there reports."""
     log.debug("aioveo: %s on context 0x%x failed with status %d", label,
               <uintptr_t>ctx.handle_, status)
+    cdef VeoProc proc = ctx.proc
+    where = _where_attrs(proc, ctx)
+    where.update(func="veo_call_wait_result", code=status, req_id=req_id)
+    suffix = _where(proc, ctx)
     if status == VEO_COMMAND_EXCEPTION:
         log.debug("aioveo: the VE process died (kernel exception, signal %d)", retval)
+        ctx.death_reported = True
         return VeoException(f"{label}: the kernel raised an exception on the VE (signal "
-                            f"{retval}); the VE process is dead", <int>retval,
-                            func="veo_call_wait_result", code=status, req_id=req_id,
-                            node=ctx.proc.nodeid, context=<uintptr_t>ctx.handle_)
+                            f"{retval}); the VE process is dead{suffix}", <int>retval, **where)
+    if is_call and status == VEO_COMMAND_ERROR and not ctx.is_main and ctx.handle_ != NULL \
+            and not ctx.death_reported and (_ctx_dead(ctx) or proc._is_dead()) \
+            and not proc.killed:
+        ctx.death_reported = True
+        return KernelDiedError(
+            f"{label}: the VE process died while this call ran on a context other than the "
+            f"main one: this kernel, or another one running at the same time, may have "
+            f"faulted (AVEO reports a fault with its signal on the main context only){suffix}",
+            **where)
     return _error(f"{label} failed", "veo_call_wait_result", status, None, ctx, req_id, False)
 
 

@@ -2,10 +2,12 @@
 writes ``api.pxi`` (the table's C declaration and its loader) from FUNCTIONS.
 
 The generated file is committed; tests/test_core_layout.py checks it is up to
-date.  Required functions exist in every libveo since VEO API version 4; an
-optional one (newer API versions, the emulator's extensions) is NULL when the
-loaded libveo lacks it, and the core raises MissingFunctionError naming it when
-it is used (``_need``).
+date.  Required functions are what aioveo needs: every AVEO has them (the
+pre-AVEO libveo lacks veo_context_sync and the hmem functions that give the VE
+process's pid), and a libveo lacking any is refused when it is loaded, with
+their names.  An optional one (the emulator's extensions, hmem allocation) is
+NULL when the loaded libveo lacks it, and the core raises MissingFunctionError
+naming it when it is used (``_need``).
 """
 from __future__ import annotations
 
@@ -47,11 +49,13 @@ FUNCTIONS = [
     ("veo_call_wait_result", "int", "veo_thr_ctxt *, uint64_t, uint64_t *", REQUIRED),
     ("veo_async_read_mem", "uint64_t", "veo_thr_ctxt *, void *, uint64_t, size_t", REQUIRED),
     ("veo_async_write_mem", "uint64_t", "veo_thr_ctxt *, uint64_t, const void *, size_t", REQUIRED),
-    ("veo_context_sync", "void", "veo_thr_ctxt *", OPTIONAL),
-    ("veo_get_context", "veo_thr_ctxt *", "veo_proc_handle *, int", OPTIONAL),
-    ("veo_proc_identifier", "int", "veo_proc_handle *", OPTIONAL),
-    ("veo_version_string", "const char *", "", OPTIONAL),
-    ("veo_api_version", "int", "", OPTIONAL),
+    ("veo_context_sync", "void", "veo_thr_ctxt *", REQUIRED),
+    ("veo_get_context", "veo_thr_ctxt *", "veo_proc_handle *, int", REQUIRED),
+    ("veo_proc_identifier", "int", "veo_proc_handle *", REQUIRED),
+    ("veo_set_proc_identifier", "void *", "void *, int", REQUIRED),
+    ("veo_get_pid_from_hmem", "int", "const void *", REQUIRED),
+    ("veo_version_string", "const char *", "", REQUIRED),
+    ("veo_api_version", "int", "", REQUIRED),
     ("veo_alloc_hmem", "int", "veo_proc_handle *, void **, const size_t", OPTIONAL),
     ("veo_free_hmem", "int", "void *", OPTIONAL),
     ("veo_emu_args_set_ret_type", "int", "veo_args *, int", OPTIONAL),

@@ -1,25 +1,33 @@
 # Finding and opening libveo (see aioveo._paths.select_libveo for the choice).
 
 cdef bint api_loaded = False
+cdef bint _is_emu = False      # the loaded libveo is aioveo's emulator
 cdef object _backend = None
 _load_lock = threading.Lock()
+cdef list _missing = []        # required functions the libveo lacks (_fill_api)
+
+#: The version string of aioveo's emulator starts with this (with or without
+#: its veo_emu_* extensions).
+EMULATOR_VERSION_PREFIX = "aioveo-emulator"
 
 
 cdef void *_sym(void *h, const char *name, bint required) except? NULL:
     cdef void *f = dlsym(h, name)
     if f == NULL and required:
-        raise ImportError(f"libveo lacks the required function {name.decode()}")
+        _missing.append(name.decode())
     return f
 
 
 class Backend:
-    """Which libveo aioveo drives: ``kind`` is "emulator" or "vendor"."""
+    """Which libveo aioveo drives: ``kind`` is "emulator" or "vendor";
+    ``extensions``: whether it has the emulator's veo_emu_* functions."""
 
-    __slots__ = ("kind", "path", "version", "api_version", "reason")
+    __slots__ = ("kind", "path", "version", "api_version", "reason", "extensions")
 
-    def __init__(self, kind, path, version, api_version, reason):
+    def __init__(self, kind, path, version, api_version, reason, extensions=False):
         self.kind, self.path, self.version = kind, path, version
         self.api_version, self.reason = api_version, reason
+        self.extensions = extensions
 
     @property
     def is_emulator(self):
@@ -27,11 +35,11 @@ class Backend:
 
     def __repr__(self):
         return (f"Backend(kind={self.kind!r}, path={self.path!r}, version={self.version!r}, "
-                f"api_version={self.api_version})")
+                f"api_version={self.api_version}, extensions={self.extensions})")
 
 
 cdef int _ensure_api() except -1:
-    global api_loaded, _backend
+    global api_loaded, _backend, _is_emu
     if api_loaded:
         return 0
     with _load_lock:
@@ -42,11 +50,23 @@ cdef int _ensure_api() except -1:
         h = dlopen(os.fsencode(path), RTLD_NOW | RTLD_GLOBAL)
         if h == NULL:
             raise ImportError(f"cannot load libveo {path} ({reason}): {dlerror().decode()}")
+        _missing.clear()
         _fill_api(h)
-        version = api.version_string().decode() if api.version_string != NULL else "unknown"
+        version = (api.version_string().decode(errors="replace")
+                   if api.version_string != NULL else "unknown")
         api_ver = api.api_version() if api.api_version != NULL else 0
-        kind = "emulator" if api.emu_helper_path != NULL else "vendor"
-        _backend = Backend(kind, os.fspath(path), version, api_ver, reason)
+        if _missing:
+            raise ImportError(
+                f"the libveo at {os.fspath(path)} ({reason}; version {version}, VEO API "
+                f"{api_ver or 'unknown'}) lacks functions aioveo needs: {', '.join(_missing)}. "
+                f"It is older than AVEO (the pre-AVEO libveo lacks veo_context_sync and the "
+                f"hmem functions); install AVEO, or point AIOVEO_LIBVEO at its libveo.so.1")
+        # The kind follows the library, not its extensions: the emulator
+        # built without them is still the emulator (float results need them).
+        _is_emu = version.startswith(EMULATOR_VERSION_PREFIX)
+        kind = "emulator" if _is_emu else "vendor"
+        _backend = Backend(kind, os.fspath(path), version, api_ver, reason,
+                           api.emu_helper_path != NULL)
         api_loaded = True
         log.debug("aioveo: loaded %r", _backend)
     return 0
@@ -59,7 +79,8 @@ def backend():
 
 
 def emulator_info():
-    """The emulator's nodes, memory per node and helper path (None on vendor libveo)."""
+    """The emulator's nodes, memory per node and helper path (None on vendor
+    libveo and on the emulator built without its extensions)."""
     _ensure_api()
     if api.emu_helper_path == NULL:
         return None

@@ -98,23 +98,43 @@ cdef class VeoFunction:
 
     cdef veo_args *_build_args(self, tuple args, list keep) except NULL:
         """A veo_args for one call; OnStack arguments are appended to `keep`."""
+        cdef int code = self.ret_type_code
+        if _is_emu and api.emu_args_set_ret_type == NULL and \
+                (code == VEO_EMU_TYPE_FLOAT or code == VEO_EMU_TYPE_DOUBLE):
+            # On a VE the 64-bit result holds a double (a float in bits
+            # 63:32); on the host it comes back in another register, which
+            # only the emulator's extension can fetch.
+            raise MissingFunctionError(
+                f"{self.name}: a {self._ret_type} result needs the emulator's "
+                f"veo_emu_args_set_ret_type, which this libveo ({_backend.path}) lacks",
+                func="veo_emu_args_set_ret_type")
         cdef veo_args *a = api.args_alloc()
         if a == NULL:
             raise MemoryError("veo_args_alloc failed")
         cdef int i
         cdef object proc = self.lib.proc
+        cdef size_t image = 176 + 8 * <size_t>self.nargs  # AVEO's stack image (see below)
         try:
             for i in range(self.nargs):
                 x = args[i]
                 if type(x) is OnStack:
                     keep.append(x)
+                    image += ((<OnStack>x)._size + 7) & ~(<size_t>7)
                     _set_stack(a, i, <OnStack>x)
                 else:
                     _set_arg(a, i, self, x, proc)
-            if self.ret_type_code != VEO_EMU_TYPE_U64 and self.ret_type_code != VEO_EMU_TYPE_I64 \
+            image = (image + 15) & ~(<size_t>15)
+            if image > STACK_IMAGE_MAX:
+                raise ValueError(
+                    f"{self.name}: its OnStack arguments make a {image}-byte stack image, more "
+                    f"than the {STACK_IMAGE_MAX} bytes (63 MiB) a VE context's stack takes "
+                    f"(AVEO refuses the call); pass large arrays in VE memory instead "
+                    f"(alloc_mem + write_mem, or `await ctx.to_ve(array)`)")
+            # Only the emulator needs the declared return type (the host ABI
+            # returns floating point in another register than integers).
+            if _is_emu and code != VEO_EMU_TYPE_U64 and code != VEO_EMU_TYPE_I64 \
                     and api.emu_args_set_ret_type != NULL:
-                api.emu_args_set_ret_type(
-                    a, VEO_EMU_TYPE_U64 if self.ret_type_code == T_PTR else self.ret_type_code)
+                api.emu_args_set_ret_type(a, VEO_EMU_TYPE_U64 if code == T_PTR else code)
         except BaseException:
             api.args_free(a)
             raise
@@ -135,11 +155,17 @@ cdef class VeoFunction:
         cdef uint64_t rid = self._submit(h, a)
         if rid == VEO_REQUEST_ID_INVALID:
             api.args_free(a)
-            _fail(f"{self.name}: veo_call_async failed", "veo_call_async", None, None, ctx)
+            hint = ""
+            if keep:
+                hint = (" (with OnStack arguments: on a VE the stack image's limit is below "
+                        "63 MiB by however far the context's stack pointer sits below its "
+                        "64 MiB-aligned region's end)")
+            _fail(f"{self.name}: veo_call_async failed{hint}", "veo_call_async", None, None, ctx)
         cdef VeoRequest r = VeoRequest.__new__(VeoRequest)
         r.ctx = ctx
         r.req = rid
         r.ret_type_code = self.ret_type_code
+        r.is_call = True
         r.args = a
         r.keep = keep if keep else None
         return r
@@ -155,6 +181,7 @@ cdef class VeoFunction:
         cdef veo_thr_ctxt *h = ctx._live_handle()
         cdef VeoBatch b = VeoBatch.__new__(VeoBatch)
         b.ctx = ctx
+        b.is_call = True
         b.ret_type_code = self.ret_type_code
         b.ids = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t))
         b.args = <veo_args **>PyMem_Malloc(n * sizeof(veo_args *))
@@ -274,20 +301,104 @@ cdef class VeoLibrary:
         return f"<VeoLibrary {self.name!r} of {self.proc!r}>"
 
 
+#: AVEO's limit on a call's stack image (stack arguments included): its
+#: documented "63MB"; on a VE it is lower by however far the context's stack
+#: pointer sits below the end of its 64 MiB-aligned region.
+cdef size_t STACK_IMAGE_MAX = 63 << 20
+STACK_ARGS_LIMIT = STACK_IMAGE_MAX
+
+_C_SPACE = " \t\n\v\f\r"
+
+
+def _stoi(value):
+    """VE_OMP_NUM_THREADS as AVEO reads it (std::stoi): leading blanks and a
+    sign, then digits, anything after them ignored.  None when std::stoi
+    would throw (no digits, or out of an int's range): AVEO aborts the
+    process then."""
+    if value is None:
+        return None
+    s = value.lstrip(_C_SPACE)
+    n = 1 if s[:1] in ("+", "-") else 0
+    while n < len(s) and "0" <= s[n] <= "9":
+        n += 1
+    digits = s[:n]
+    if not digits.lstrip("+-"):
+        return None
+    v = int(digits)
+    return v if -2**31 <= v < 2**31 else None
+
+
+def second_context_problem():
+    """Why AVEO would refuse to open a second context of a proc now (it needs
+    VE_OMP_NUM_THREADS=1 in the host's environment, ProcHandle::openContext),
+    or None.  A value that is not a number would make AVEO abort the process."""
+    raw = os.environ.get("VE_OMP_NUM_THREADS")
+    value = _stoi(raw)
+    if value == 1:
+        return None
+    if raw is None:
+        now = "it is not set"
+    elif value is None:
+        now = (f"it is {raw!r}, which is not a number: AVEO would abort the whole process "
+               f"(an uncaught std::invalid_argument), so aioveo did not call it")
+    else:
+        now = f"it is {raw!r}"
+    return (f"a second context of a proc needs VE_OMP_NUM_THREADS=1 in the environment "
+            f"(AVEO refuses it otherwise); {now}.  Set it before the proc is created, e.g. "
+            f"os.environ['VE_OMP_NUM_THREADS'] = '1' (the VE process inherits it: each kernel "
+            f"then runs one OpenMP thread).  The first context of a proc is its main context, "
+            f"which stays until the proc is destroyed, so a context opened after closing it is "
+            f"a second one too")
+
+
+cdef int _check_second_context(VeoProc proc) except -1:
+    """Check before calling libveo, and say how to fix it."""
+    problem = second_context_problem()
+    if problem is not None:
+        raise VeoError(problem + _where(proc, None), func=None, node=proc.nodeid,
+                       proc=proc.ident)
+    raw = os.environ.get("VE_OMP_NUM_THREADS")
+    if raw != proc.omp_threads_at_create:
+        log.warning("aioveo: VE_OMP_NUM_THREADS is %r now but was %r when proc %d was "
+                    "created: its VE process keeps the value it was started with",
+                    raw, proc.omp_threads_at_create, proc.ident)
+    return 0
+
+
 cdef class VeoCtxt:
-    """A context: a worker thread of the VE process with a FIFO queue."""
+    """A context: a worker thread of the VE process with a FIFO queue.  The
+    first one opened on a proc is the proc's main context (``is_main``): the
+    one the proc's synchronous calls (memory, libraries) queue behind."""
     cdef veo_thr_ctxt *handle_
+    cdef readonly uintptr_t handle_was  # the raw handle, kept for error reports
     cdef readonly VeoProc proc
-    cdef list _orphans        # (req id, veo_args *, keep) of dropped requests
+    cdef readonly bint is_main
+    cdef readonly int index            # 0 for the main context, then 1, 2, ... as opened
+    cdef public bint death_reported    # see _request_error
+    cdef int users                     # our threads inside a blocking libveo call on it
+    cdef list _orphans        # (req id, veo_args *, keep, can_wait) of dropped requests
     cdef object __weakref__
 
     def __init__(self, VeoProc proc not None):
         cdef veo_proc_handle *ph = proc._live_handle()
+        if proc._opened > 0 or proc.main_ != NULL:
+            _check_second_context(proc)
+        cdef int ticket = proc._opened
+        proc._opened += 1
+        cdef veo_thr_ctxt *h
+        cdef veo_thr_ctxt *main
         with nogil:
-            self.handle_ = api.context_open(ph)
-        if self.handle_ == NULL:
+            h = api.context_open(ph)
+            main = api.get_context(ph, 0) if h != NULL else NULL
+        if h == NULL:
             _fail("veo_context_open failed", "veo_context_open", None, proc)
+        self.handle_ = h
+        self.handle_was = <uintptr_t>h
         self.proc = proc
+        self.is_main = h == main
+        if self.is_main:
+            proc.main_ = h
+        self.index = 0 if self.is_main else max(ticket, 1)
         self._orphans = []
 
     @property
@@ -297,13 +408,21 @@ cdef class VeoCtxt:
 
     @property
     def closed(self):
+        """Closed by its owner (or its proc destroyed); see ``alive``."""
         return self.handle_ == NULL
+
+    @property
+    def alive(self):
+        """Open and its VE process running (False once closed or dead)."""
+        return self.handle_ != NULL and not _ctx_dead(self) and not self.proc._is_dead()
 
     cdef veo_thr_ctxt *_live_handle(self) except NULL:
         if self.handle_ == NULL:
+            where = _where(self.proc, self)
             if self.proc is not None and self.proc.handle_ == NULL:
-                raise ClosedError("the proc of this context was destroyed")
-            raise ClosedError("the context is closed")
+                raise ClosedError(f"the proc of this context was destroyed{where}",
+                                  **_where_attrs(self.proc, self))
+            raise ClosedError(f"the context is closed{where}", **_where_attrs(self.proc, self))
         return self.handle_
 
     def state(self):
@@ -312,29 +431,35 @@ cdef class VeoCtxt:
             return VEO_STATE_EXIT
         return api.get_context_state(self.handle_)
 
-    def _adopt(self, uint64_t req, uintptr_t args, keep):
-        self._orphans.append((req, args, keep))
+    def _adopt(self, uint64_t req, uintptr_t args, keep, bint can_wait=True):
+        if self._orphans is None:   # (cannot be: no_gc_clear) never raise in a dealloc
+            return
+        self._orphans.append((req, args, keep, can_wait))
         if len(self._orphans) > 64:
             self._reap_orphans()
 
     cdef _reap_orphans(self, bint wait=False):
         """Collect dropped requests the VE is done with (they complete in order).
         An orphan is taken off the list before the GIL is released, so two
-        threads reaping at once never free the same one."""
+        threads reaping at once never free the same one.  An orphan an engine
+        thread may still wait for (``can_wait`` False) is never waited for
+        here: one waiter per request id."""
         cdef uint64_t ret, rid
         cdef int rc
         cdef veo_thr_ctxt *h
         while self._orphans:
             h = self.handle_
-            if h != NULL and not wait:
+            if h != NULL and not (wait and self._orphans[0][3]):
                 rid = self._orphans[0][0]
                 if api.call_peek_result(h, rid, &ret) == VEO_COMMAND_UNFINISHED:
                     return
-            req, args, keep = self._orphans.pop(0)
-            if h != NULL and wait:
+            req, args, keep, can_wait = self._orphans.pop(0)
+            if h != NULL and wait and can_wait:
                 rid = req
+                self.users += 1
                 with nogil:
                     rc = api.call_wait_result(h, rid, &ret)
+                self.users -= 1
             if args:
                 api.args_free(<veo_args *><uintptr_t>args)
             _release_all(keep)
@@ -377,10 +502,21 @@ cdef class VeoCtxt:
     def context_sync(self):
         """Wait until everything queued on this context so far is done."""
         cdef veo_thr_ctxt *h = self._live_handle()
-        _need(<void *>api.context_sync, "veo_context_sync")
-        with nogil:
-            api.context_sync(h)
+        self.users += 1
+        try:
+            with nogil:
+                api.context_sync(h)
+        finally:
+            self.users -= 1
         self._reap_orphans(True)
+
+    cdef int _wait_no_users(self) except -1:
+        """Wait until none of our threads is inside a blocking libveo call on
+        this context (AVEO frees a context at close and at proc destroy)."""
+        while self.users > 0:
+            with nogil:
+                _sleep_ns(1000000)
+        return 0
 
     cdef void _detach(self):
         """The proc was destroyed: forget the handle, release dropped requests."""
@@ -391,20 +527,29 @@ cdef class VeoCtxt:
         cdef veo_thr_ctxt *h = self.handle_
         if h == NULL:
             return 0
-        # Collect dropped requests first: AVEO frees a context on close, so
-        # its handle must not be waited on afterwards.
+        # AVEO frees a context (other than the main one) at close: drain it
+        # first, let our threads waiting on it leave, collect what was dropped;
+        # only then close it.
+        self.users += 1
+        try:
+            with nogil:
+                api.context_sync(h)
+        finally:
+            self.users -= 1
+        self._wait_no_users()
         self._reap_orphans(True)
         cdef int rc
-        with nogil:
-            rc = api.context_close(h)  # drains the queue first
         self.handle_ = NULL
+        with nogil:
+            rc = api.context_close(h)   # the main context's close does nothing
         if rc != 0:
             _fail("veo_context_close failed", "veo_context_close", rc, self.proc)
         return 0
 
     def __repr__(self):
         state = "closed" if self.handle_ == NULL else f"0x{<uintptr_t>self.handle_:x}"
-        return f"<VeoCtxt {state} of {self.proc!r}>"
+        main = " main" if self.is_main else ""
+        return f"<VeoCtxt{main} {self.index} {state} of {self.proc!r}>"
 
 
 _proc_init_hooks = []
@@ -423,12 +568,22 @@ def del_proc_init_hook(hook):
 
 cdef class VeoProc:
     """A VE process on node `nodeid` (-1: $VE_NODE_NUMBER, else 0).  With
-    `veorun_bin`, a helper with statically linked kernels (veo_proc_create_static)."""
+    `veorun_bin`, a helper with statically linked kernels (veo_proc_create_static).
+
+    Its identifier and the VE process's pid are read once, at creation: on
+    AVEO both calls take a global lock that destroying any proc holds."""
     cdef veo_proc_handle *handle_
     cdef readonly int nodeid
     cdef readonly list context
     cdef readonly dict lib
     cdef readonly object veorun_bin
+    cdef readonly int ident            # veo_proc_identifier at creation
+    cdef int pid_                      # the VE process's pid at creation (-1: unknown)
+    cdef veo_thr_ctxt *main_           # the main context, once opened
+    cdef int _opened                   # contexts opened so far
+    cdef readonly object omp_threads_at_create   # $VE_OMP_NUM_THREADS then
+    cdef readonly bint killed          # ended by force (kill(), a grace that ran out)
+    cdef bint _reaped                  # veo_proc_destroy returned: the pid is not ours
     cdef object __weakref__
 
     def __init__(self, int nodeid=-1, veorun_bin=None):
@@ -436,8 +591,11 @@ cdef class VeoProc:
         self.nodeid = nodeid
         self.context = []
         self.lib = {}
+        self.ident = -1
+        self.pid_ = -1
         cdef bytes path
         cdef char *cpath
+        self.omp_threads_at_create = os.environ.get("VE_OMP_NUM_THREADS")
         if veorun_bin is not None:
             path = os.fsencode(veorun_bin)
             if not os.access(path, os.X_OK):
@@ -455,6 +613,14 @@ cdef class VeoProc:
                            + (f" ({detail})" if detail else ""),
                            func="veo_proc_create_static" if veorun_bin is not None
                            else "veo_proc_create", node=nodeid)
+        cdef int ident, pid = -1
+        cdef veo_proc_handle *h = self.handle_
+        with nogil:
+            ident = api.proc_identifier(h)
+            if 0 <= ident < 16:   # the hmem encoding holds 16 identifiers
+                pid = api.get_pid_from_hmem(api.set_proc_identifier(NULL, ident))
+        self.ident = ident
+        self.pid_ = pid
         _live_procs.add(self)
         log.debug("aioveo: created %r", self)
         try:
@@ -474,35 +640,64 @@ cdef class VeoProc:
         return self.handle_ == NULL
 
     @property
-    def helper_pid(self):
-        """The emulator helper's pid (None on a real VE or once destroyed)."""
-        if self.handle_ == NULL or api.emu_proc_pid == NULL:
+    def alive(self):
+        """Not destroyed, and its VE process runs (False after a fault or a kill)."""
+        return self.handle_ != NULL and not self._is_dead()
+
+    @property
+    def pid(self):
+        """The VE process's pid (from AVEO's API, at creation): None once the
+        proc is destroyed or dead, or when the libveo did not tell."""
+        if self.handle_ == NULL or self.pid_ <= 0 or self._is_dead():
             return None
-        return api.emu_proc_pid(self.handle_)
+        return self.pid_
+
+    @property
+    def helper_pid(self):
+        """The emulator helper's pid: ``pid`` on the emulator, None on a VE."""
+        return self.pid if _is_emu else None
 
     cdef veo_proc_handle *_live_handle(self) except NULL:
         if self.handle_ == NULL:
-            raise ClosedError("the proc was destroyed")
+            raise ClosedError(f"the proc was destroyed{_where(self, None)}",
+                              **_where_attrs(self, None))
         return self.handle_
 
     def _is_dead(self):
         """Whether the VE process died: its main context (or one of ours)
-        reports VEO_STATE_EXIT."""
-        cdef veo_thr_ctxt *main
-        if self.handle_ != NULL and api.get_context != NULL:
-            main = api.get_context(self.handle_, 0)
-            if main != NULL and api.get_context_state(main) == VEO_STATE_EXIT:
-                return True
+        reports VEO_STATE_EXIT.  Reads context states only (no lock in AVEO);
+        before any context was opened, veo_get_context runs without the GIL."""
+        cdef veo_proc_handle *h = self.handle_
+        cdef veo_thr_ctxt *main = self.main_
+        if h == NULL:
+            return False
+        if self.killed:
+            return True
+        if main == NULL and self._opened == 0:
+            with nogil:
+                main = api.get_context(h, 0)
+        if main != NULL and api.get_context_state(main) == VEO_STATE_EXIT:
+            return True
         for c in self.context:
             if _ctx_dead(<VeoCtxt>c):
                 return True
         return False
 
     def proc_identifier(self):
-        """This proc's identifier (0, 1, 2, ... in creation order)."""
-        cdef veo_proc_handle *h = self._live_handle()
-        _need(<void *>api.proc_identifier, "veo_proc_identifier")
-        return api.proc_identifier(h)
+        """This proc's identifier (0, 1, 2, ... in creation order), read at creation."""
+        self._live_handle()
+        return self.ident
+
+    def kill(self):
+        """End the VE process by force, now (SIGKILL to its pid, on both
+        backends): its requests fail with ProcDeadError; ``destroy()`` then
+        returns at once.  Returns False when the pid is unknown."""
+        if self._reaped or self.pid_ <= 0:
+            return False
+        self.killed = True
+        log.debug("aioveo: ending the VE process of %r by force", self)
+        _kill(self.pid_)
+        return True
 
     # -- libraries
     def load_library(self, libname):
@@ -651,7 +846,9 @@ cdef class VeoProc:
         cdef uint64_t addr = int(ptr)
         if not addr & HMEM_FLAG:
             raise ValueError(f"0x{addr:x} is not an hmem address of a VE")
-        cdef int rc = api.free_hmem(<void *><uintptr_t>addr)
+        cdef int rc
+        with nogil:   # a free on the main context: it queues behind its work
+            rc = api.free_hmem(<void *><uintptr_t>addr)
         if rc != 0:
             _fail(f"cannot free hmem 0x{addr:x}", "veo_free_hmem", rc, self)
 
@@ -674,30 +871,40 @@ cdef class VeoProc:
     def destroy(self, grace=None):
         """End the VE process and with it every context (idempotent).
 
-        veo_proc_destroy lets queued work finish.  With `grace` (seconds), a
-        VE process still busy after that long is ended by force (see
-        closing.pxi), so a kernel that never returns cannot hang the caller;
-        ``grace=0`` ends it at once."""
+        veo_proc_destroy lets queued work finish, with no time limit on AVEO.
+        A VE process still busy after `grace` seconds (default: the
+        ``exit_grace`` setting, 5 s) is ended by force (see closing.pxi), so
+        a kernel that never returns cannot hang the caller; ``grace=0`` ends
+        it at once."""
         if self.handle_ == NULL:
             return
-        watchdog = _end_after(self, grace) if grace is not None else None
+        if grace is None:
+            from .settings import current
+            grace = current().exit_grace
+        watchdog = _end_after(self, grace)
         cdef veo_proc_handle *h = self.handle_
         self.handle_ = NULL
         _live_procs.discard(self)
         cdef int rc
         try:
+            # AVEO frees the contexts: our threads waiting on them leave first
+            # (their requests finish, or fail once the grace ends the VE).
+            for c in self.context:
+                (<VeoCtxt>c)._wait_no_users()
             with nogil:
                 rc = api.proc_destroy(h)
         finally:
+            self._reaped = True
             if watchdog is not None:
                 watchdog.cancel()
         for c in self.context:  # the VE is gone: their buffers may be released
             (<VeoCtxt>c)._detach()
         self.context.clear()
-        log.debug("aioveo: destroyed proc on node %d", self.nodeid)
+        self.main_ = NULL
+        log.debug("aioveo: destroyed proc %d on node %d", self.ident, self.nodeid)
         if rc != 0:
             raise VeoError("veo_proc_destroy failed", func="veo_proc_destroy", code=rc,
-                           node=self.nodeid)
+                           node=self.nodeid, proc=self.ident)
 
     def __enter__(self):
         return self
@@ -709,9 +916,13 @@ cdef class VeoProc:
         cdef veo_proc_handle *h = self.handle_
         if h != NULL:  # dropped without destroy(): end the VE process
             self.handle_ = NULL
+            if self.pid_ > 0:    # (a dropped proc's kernels have nobody to report to)
+                _kill(self.pid_)
             with nogil:
                 api.proc_destroy(h)
 
     def __repr__(self):
         state = "destroyed" if self.handle_ == NULL else f"0x{<uintptr_t>self.handle_:x}"
-        return f"<VeoProc node {self.nodeid} {state}>"
+        if self.handle_ != NULL and self._is_dead():
+            state += " dead"
+        return f"<VeoProc {self.ident} node {self.nodeid} {state}>"

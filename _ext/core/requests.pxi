@@ -11,6 +11,63 @@ cdef inline uint64_t _now_ns() noexcept nogil:
     return <uint64_t>t.tv_sec * 1000000000ULL + <uint64_t>t.tv_nsec
 
 
+cdef inline void _sleep_ns(uint64_t ns) noexcept nogil:
+    cdef timespec t
+    t.tv_sec = <long>(ns // 1000000000ULL)
+    t.tv_nsec = <long>(ns % 1000000000ULL)
+    nanosleep(&t, NULL)
+
+
+# Who collects a request from libveo: one waiter per request id.  On AVEO a
+# second waiter (or a peek) of an id another thread waits for takes the
+# completion or sleeps for ever (Context::callWaitResult checks the id, then
+# sleeps until its completion arrives), so the core lets one thread (or the
+# completion engine) call libveo for a request; the others wait for it.
+cdef enum:
+    CLAIM_NONE = 0
+    CLAIM_WAITER = 1     # a thread is in veo_call_wait_result (or polling) for it
+    CLAIM_ENGINE = 2     # the completion engine watches it
+
+
+cdef int _peek_until(veo_thr_ctxt *h, uint64_t rid, uint64_t *ret, uint64_t budget_ns) noexcept nogil:
+    """Peek at `rid` until it is done or `budget_ns` passed: spin first, then
+    sleep between peeks (doubling up to 200 us).  UNFINISHED if not done."""
+    cdef uint64_t start = _now_ns(), now, pause = 2000
+    cdef int rc
+    while True:
+        rc = api.call_peek_result(h, rid, ret)
+        if rc != VEO_COMMAND_UNFINISHED:
+            return rc
+        now = _now_ns()
+        if now - start >= budget_ns:
+            return VEO_COMMAND_UNFINISHED
+        if now - start > 50000:
+            _sleep_ns(pause)
+            if pause < 200000:
+                pause *= 2
+
+
+cdef int _wait_raw(VeoCtxt ctx, veo_thr_ctxt *h, uint64_t rid, uint64_t *ret) except -2:
+    """veo_call_wait_result, interruptible in the main thread: there it peeks
+    in slices of 50 ms and lets Python run its signal handlers in between,
+    so Ctrl-C raises KeyboardInterrupt (the request stays uncollected)."""
+    cdef int rc
+    ctx.users += 1
+    try:
+        if threading.current_thread() is not threading.main_thread():
+            with nogil:
+                rc = api.call_wait_result(h, rid, ret)
+            return rc
+        while True:
+            with nogil:
+                rc = _peek_until(h, rid, ret, 50000000)
+            if rc != VEO_COMMAND_UNFINISHED:
+                return rc
+            PyErr_CheckSignals()
+    finally:
+        ctx.users -= 1
+
+
 cdef void _release_all(object keep):
     """Release the host buffers a finished request held."""
     if keep is not None:
@@ -32,6 +89,8 @@ cdef class _Request:
     cdef readonly bint collected
     cdef public object future  # the asyncio layer's awaiting future, or None
     cdef public object owner   # the asyncio layer's AsyncContext holding its slots
+    cdef int claim             # CLAIM_*: who may call libveo for it
+    cdef bint is_call          # a kernel call (not a transfer): see KernelDiedError
 
     cdef uint64_t _last_id(self):
         raise NotImplementedError
@@ -60,27 +119,57 @@ cdef class _Request:
         """Turn a raw (status, retval) from libveo into the result or the
         exception, releasing what the request held exactly once."""
         self._take()
+        self.claim = CLAIM_NONE
         return self._finish(status, retval)
 
+    cdef int _check_not_engine(self) except -1:
+        if self.claim == CLAIM_ENGINE:
+            raise VeoError(f"request {self._last_id()} is awaited through the asyncio layer, "
+                           f"which collects it: await its future instead",
+                           req_id=self._last_id())
+        return 0
+
     def wait_result(self):
-        """Block (without the GIL) until the VE is done; the converted result."""
+        """Block (without the GIL) until the VE is done; the converted result.
+        Ctrl-C interrupts it in the main thread (the request stays
+        uncollected).  Another thread already waiting for this request is
+        waited for, never joined in libveo (one waiter per request id); the
+        later waiter then finds the result collected."""
         if self.collected:
             self._take()
+        self._check_not_engine()
+        while self.claim == CLAIM_WAITER:
+            with nogil:
+                _sleep_ns(1000000)
+            PyErr_CheckSignals()
+            if self.collected:
+                self._take()
+            self._check_not_engine()
         cdef veo_thr_ctxt *h = self.ctx._live_handle()
         cdef uint64_t rid = self._last_id(), ret = 0
         cdef int rc
-        with nogil:
-            rc = api.call_wait_result(h, rid, &ret)
+        self.claim = CLAIM_WAITER
+        try:
+            rc = _wait_raw(self.ctx, h, rid, &ret)
+        except BaseException:
+            self.claim = CLAIM_NONE
+            raise
         return self.finish(rc, ret)
 
     def peek_result(self):
-        """The converted result if the VE is done, else raise ``Unfinished``."""
+        """The converted result if the VE is done, else raise ``Unfinished``
+        (also while another thread waits for it: that thread collects it)."""
         if self.collected:
             self._take()
+        self._check_not_engine()
         cdef uint64_t ret = 0
-        cdef int rc = api.call_peek_result(self.ctx._live_handle(), self._last_id(), &ret)
+        cdef int rc = VEO_COMMAND_UNFINISHED
+        cdef veo_thr_ctxt *h = self.ctx._live_handle()
+        if self.claim == CLAIM_NONE:
+            rc = api.call_peek_result(h, self._last_id(), &ret)
         if rc == VEO_COMMAND_UNFINISHED:
-            raise Unfinished(f"request {self._last_id()} is not finished",
+            raise Unfinished(f"request {self._last_id()} is not finished"
+                             + (" (another thread waits for it)" if self.claim else ""),
                              func="veo_call_peek_result", code=rc, req_id=self._last_id())
         return self.finish(rc, ret)
 
@@ -101,7 +190,7 @@ cdef class _Request:
         cdef uint64_t rid = self._last_id(), ret = 0
         cdef uint64_t end
         cdef int rc, i
-        if h == NULL:
+        if h == NULL or self.claim != CLAIM_NONE:
             return None
         end = _now_ns() + <uint64_t>(max_us * 1000.0)
         while True:
@@ -137,13 +226,15 @@ cdef class VeoRequest(_Request):
         self.keep = None
         if status == VEO_COMMAND_OK:
             return _convert_result(self.ret_type_code, retval, self.ctx.proc)
-        raise _request_error(status, retval, self.ctx, self.req, f"request {self.req}")
+        raise _request_error(status, retval, self.ctx, self.req, f"request {self.req}",
+                             self.is_call)
 
     def __dealloc__(self):
         # Dropped before its result was collected: the VE may still read or
         # write its buffers, so the context keeps them until it is done.
         if not self.collected and self.ctx is not None and (self.args != NULL or self.keep is not None):
-            self.ctx._adopt(self.req, <uintptr_t>self.args, self.keep)
+            self.ctx._adopt(self.req, <uintptr_t>self.args, self.keep,
+                            self.claim != CLAIM_ENGINE)
         else:
             if self.args != NULL:
                 api.args_free(self.args)
@@ -199,7 +290,8 @@ cdef class VeoBatch(_Request):
             if rc == VEO_COMMAND_OK:
                 results.append(_convert_result(self.ret_type_code, ret, self.ctx.proc))
             elif error is None:
-                error = _request_error(rc, ret, self.ctx, self.ids[i], f"call {i} of the batch")
+                error = _request_error(rc, ret, self.ctx, self.ids[i], f"call {i} of the batch",
+                                       True)
         _release_all(self.keep)
         self.keep = None
         if error is not None:
@@ -214,7 +306,8 @@ cdef class VeoBatch(_Request):
                     continue
                 if self.ctx is not None and not self.collected:   # still on the VE
                     self.ctx._adopt(self.ids[i], <uintptr_t>self.args[i],
-                                    self.keep if i == self.n - 1 else None)
+                                    self.keep if i == self.n - 1 else None,
+                                    self.claim != CLAIM_ENGINE or i != self.n - 1)
                 else:
                     api.args_free(self.args[i])
         PyMem_Free(self.ids)

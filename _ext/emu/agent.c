@@ -144,6 +144,7 @@ static uint32_t run_job(struct veo_thr_ctxt *c, struct job *j, uint64_t *value) 
       return VEO_COMMAND_OK;
     case JOB_ALLOC: {
       uint64_t off = heap_alloc(&p->heap, j->len);
+      if (off != UINT64_MAX) heap_poison(&p->heap, off, j->len);
       *value = off == UINT64_MAX ? 0 : p->heap.ve_base + off;
       if (*value) emu_run_hook((void *)veo_alloc_mem_async, HOOK_ALLOC, c, *value, j->len);
       return VEO_COMMAND_OK;

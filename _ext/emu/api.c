@@ -33,7 +33,7 @@ void emu_set_error(const char *fmt, ...) {
   va_end(ap);
 }
 
-EXPORT const char *veo_emu_last_error(void) { return t_err; }
+EXPORT_EMU const char *veo_emu_last_error(void) { return t_err; }
 
 /* ---- contexts --------------------------------------------------------------------------- */
 struct veo_thr_ctxt_attr {
@@ -173,11 +173,11 @@ EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
 }
 
 EXPORT int veo_proc_identifier(struct veo_proc_handle *p) {
-  if (!p || p->magic != PROC_MAGIC || atomic_load(&p->destroyed)) return -1;
-  return p->ident;
+  if (!p || p->magic != PROC_MAGIC) return -1;
+  return emu_proc_ident(p);
 }
 
-EXPORT pid_t veo_emu_proc_pid(struct veo_proc_handle *p) {
+EXPORT_EMU pid_t veo_emu_proc_pid(struct veo_proc_handle *p) {
   if (!p || p->magic != PROC_MAGIC || atomic_load(&p->destroyed)) return -1;
   return p->pid;
 }
@@ -240,6 +240,8 @@ EXPORT uint64_t veo_get_sym(struct veo_proc_handle *p, uint64_t lib, const char 
 }
 
 /* ---- synchronous memory -------------------------------------------------------------------------- */
+/* The sync memory API queues behind the main context's work, as on AVEO
+ * (see emu_drain_main). */
 EXPORT int veo_alloc_mem(struct veo_proc_handle *p, uint64_t *addr, const size_t size) {
   if (addr) *addr = 0;
   if (!emu_proc_ok(p) || !addr) return -1;
@@ -248,7 +250,13 @@ EXPORT int veo_alloc_mem(struct veo_proc_handle *p, uint64_t *addr, const size_t
     errno = EINVAL;
     return -1;
   }
+  if (emu_drain_main(p)) {
+    pthread_mutex_unlock(&p->ctx[0]->submit_lock);
+    return -1;
+  }
   uint64_t off = heap_alloc(&p->heap, size);
+  if (off != UINT64_MAX) heap_poison(&p->heap, off, size);
+  pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   if (off == UINT64_MAX) {
     emu_set_error("veo_alloc_mem: cannot allocate %zu bytes (node memory %llu bytes, %llu in use)",
                   size, (unsigned long long)p->heap.size, (unsigned long long)p->heap.used);
@@ -277,9 +285,9 @@ EXPORT int veo_free_mem(struct veo_proc_handle *p, uint64_t addr) {
     pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   } else {
     /* memory a kernel malloc'ed: free it in the VE process, as AVEO does */
-    pthread_mutex_unlock(&p->ctx[0]->submit_lock);
     uint64_t rv = 0;
     rc = emu_main_call(p, EMU_CMD_FREE, addr, 0, 0, NULL, &rv) == VEO_COMMAND_OK ? 0 : -1;
+    pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   }
   if (rc == 0) emu_run_hook((void *)veo_free_mem, HOOK_FREE, p, addr, 0);
   return rc;
@@ -402,6 +410,14 @@ EXPORT uint64_t veo_call_async(struct veo_thr_ctxt *c, uint64_t addr, struct veo
                     n - 1);
       return VEO_REQUEST_ID_INVALID;
     }
+  size_t image = emu_stack_image_bytes(a);
+  if (image > EMU_STACK_IMAGE_MAX) {
+    emu_set_error("veo_call_async: the call's stack image is %zu bytes, more than the %u "
+                  "bytes below the context's stack pointer that AVEO allows (its stack "
+                  "arguments must fit in ~63 MB)", image, (unsigned)EMU_STACK_IMAGE_MAX);
+    errno = E2BIG;
+    return VEO_REQUEST_ID_INVALID;
+  }
   struct job *j = NULL;
   if (a->nstack) { /* stack arguments live in VE memory for the call */
     j = emu_stack_job_new(c->proc, a);

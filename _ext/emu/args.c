@@ -153,7 +153,16 @@ EXPORT int veo_args_set_stack(struct veo_args *a, enum veo_args_intent intent, i
   return 0;
 }
 
-EXPORT int veo_emu_args_set_ret_type(struct veo_args *a, int type) {
+/* AVEO's stack image of a call (CallArgs::getStackImage): the register save
+ * and parameter area (176 + 8 bytes per argument), then each stack
+ * argument's data padded to 8 bytes, the whole rounded up to 16. */
+size_t emu_stack_image_bytes(const struct veo_args *a) {
+  size_t n = 176 + 8 * (size_t)a->nargs;
+  for (int i = 0; i < a->nstack; i++) n += (a->stack[i].len + 7) & ~(size_t)7;
+  return (n + 15) & ~(size_t)15;
+}
+
+EXPORT_EMU int veo_emu_args_set_ret_type(struct veo_args *a, int type) {
   if (!a || a->magic != ARGS_MAGIC || type < VEO_EMU_TYPE_U64 || type > VEO_EMU_TYPE_DOUBLE) {
     emu_set_error("veo_emu_args_set_ret_type: bad handle or type %d", type);
     errno = EINVAL;

@@ -40,19 +40,25 @@ static long env_long(const char *name, long dflt, long lo, long hi) {
   return v;
 }
 
-EXPORT int veo_emu_num_nodes(void) { return (int)env_long("VEO_EMU_NODES", 8, 1, 4096); }
+EXPORT_EMU int veo_emu_num_nodes(void) { return (int)env_long("VEO_EMU_NODES", 8, 1, 4096); }
 
-EXPORT uint64_t veo_emu_node_memory(void) {
+EXPORT_EMU uint64_t veo_emu_node_memory(void) {
   return parse_size(getenv("VEO_EMU_NODE_MEMORY"), 48ull << 30);
 }
 
 uint32_t emu_spin_us(void) { return (uint32_t)env_long("VEO_EMU_SPIN_US", 50, 0, 100000); }
 
-double emu_exit_timeout_s(void) {
-  return (double)env_long("VEO_EMU_EXIT_TIMEOUT", 30, 0, 86400);
+int emu_poison_byte(void) {
+  const char *s = getenv("VEO_EMU_POISON");
+  if (!s || !*s) return 0xA5;
+  if (strcmp(s, "off") == 0 || strcmp(s, "no") == 0) return 0;
+  char *end;
+  long v = strtol(s, &end, 0);
+  if (*end || v < 0 || v > 255) return 0xA5;
+  return (int)v;
 }
 
-EXPORT const char *veo_emu_helper_path(void) {
+EXPORT_EMU const char *veo_emu_helper_path(void) {
   static char path[PATH_MAX];
   const char *env = getenv("VEORUN_BIN");
   if (env && *env) return env;

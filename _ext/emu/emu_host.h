@@ -15,6 +15,14 @@
 #include "ve_offload.h"
 
 #define EXPORT __attribute__((visibility("default")))
+/* The veo_emu_* extensions: exported, except in the build of the library
+ * without them (libveo-noext.so, -DVEO_EMU_NO_EXTENSIONS), which looks like
+ * the vendor libveo to a program that probes for them. */
+#ifdef VEO_EMU_NO_EXTENSIONS
+#define EXPORT_EMU __attribute__((visibility("hidden")))
+#else
+#define EXPORT_EMU EXPORT
+#endif
 
 /* ---- a small uint64 -> record hash map (open addressing) ---------------- */
 struct u64map_entry {
@@ -53,6 +61,8 @@ void heap_destroy(struct emu_heap *h);
 uint64_t heap_alloc(struct emu_heap *h, uint64_t size);
 /* 0, or -1 if `off` is not the start of a live allocation. */
 int heap_free(struct emu_heap *h, uint64_t off);
+/* Fill fresh memory with the poison byte (VEO_EMU_POISON). */
+void heap_poison(struct emu_heap *h, uint64_t off, uint64_t size);
 /* Host pointer for [addr, addr+len) if it lies in the heap, else NULL. */
 void *heap_host_ptr(struct emu_heap *h, uint64_t addr, size_t len);
 /* 1 and *hp set if [addr, addr+len) is allocated heap memory, 0 if it is
@@ -86,6 +96,14 @@ struct veo_args {
   uint64_t vals_inline[EMU_ARGS_INLINE];
   struct emu_stack_arg stack_inline[EMU_ARGS_INLINE];
 };
+
+/* AVEO refuses a call whose stack image (below the context's stack pointer,
+ * after a 512 KiB reserve) leaves the stack pointer's 64 MiB-aligned region.
+ * The emulator places each context's stack pointer 512 KiB below the end of
+ * such a region, so the limit is 63 MiB, AVEO's documented "~63 MB"; on a VE
+ * it is lower by however far the stack pointer sits below its region's end. */
+#define EMU_STACK_IMAGE_MAX (63u << 20)
+size_t emu_stack_image_bytes(const struct veo_args *a);
 
 /* ---- host work done by the agent ----------------------------------------- */
 enum job_kind {
@@ -131,6 +149,8 @@ struct veo_thr_ctxt {
   uint64_t head;   /* bytes written into the command ring */
   struct u64map reqs;
   struct veo_thr_ctxt *next_closed;
+  _Atomic int waiters;        /* threads inside veo_call_wait_result on it */
+  _Atomic int stale_reported; /* a use after close was reported */
 };
 
 struct sym_cache_entry {
@@ -192,7 +212,7 @@ int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t 
 
 /* ---- config.c: settings from the environment ------------------------------- */
 uint32_t emu_spin_us(void);
-double emu_exit_timeout_s(void);
+int emu_poison_byte(void); /* 0: no poisoning */
 /* Physical node for a VEO node argument (-1 = default), or -1 on error. */
 int emu_resolve_node(int venode);
 
@@ -201,10 +221,14 @@ struct veo_proc_handle *emu_proc_create(int venode, const char *bin);
 int emu_proc_destroy(struct veo_proc_handle *p); /* p checked by the caller */
 struct veo_proc_handle *emu_proc_by_ident(int ident);
 int emu_proc_table_size(void);
+int emu_proc_ident(struct veo_proc_handle *p); /* takes the table lock, as AVEO */
 /* Handle checks: 1 if usable, else 0 with the error set (fn names the caller). */
 int emu_proc_valid(struct veo_proc_handle *p, const char *fn);
 int emu_proc_ok(struct veo_proc_handle *p); /* valid and not dead */
 int emu_ctx_valid(struct veo_thr_ctxt *c, const char *fn);
+/* Report (once per handle, on stderr) a use of a closed non-main context:
+ * AVEO frees it at close, so there the use reads freed memory. */
+void emu_report_stale(struct veo_thr_ctxt *c, const char *fn);
 struct veo_thr_ctxt *emu_context_open(struct veo_proc_handle *p, size_t stacksize);
 int emu_context_close(struct veo_thr_ctxt *c);
 /* The symbol cache: 1 and *addr set on a hit. */
@@ -233,8 +257,11 @@ int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp);
 int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp);
 int emu_main_call(struct veo_proc_handle *p, int type, uint64_t addr, uint64_t arg0,
                   uint64_t arg1, const char *str, uint64_t *retval);
-/* Returns with the main context's submit_lock held, also on error (-1). */
+/* Wait for the main context's queued work (the sync proc API queues behind
+ * it).  emu_drain_main takes the main submit_lock and returns with it held,
+ * also on error (-1); _locked expects it held. */
 int emu_drain_main(struct veo_proc_handle *p);
+int emu_drain_main_locked(struct veo_proc_handle *p);
 void emu_wake_all_waiters(struct veo_proc_handle *p);
 
 /* ---- agent.c: host work at a FIFO position --------------------------------- */

@@ -202,6 +202,14 @@ int heap_free(struct emu_heap *h, uint64_t off) {
   return 0;
 }
 
+/* Fresh VE memory is not zero on a VE (malloc reuses memory): the emulator
+ * fills it with a pattern, VEO_EMU_POISON (default 0xA5; "off" or 0: keep
+ * what the pages hold), so reads of uninitialised VE memory show. */
+void heap_poison(struct emu_heap *h, uint64_t off, uint64_t size) {
+  int b = emu_poison_byte();
+  if (b > 0 && off < h->size && size <= h->size - off) memset(h->host_base + off, b, size);
+}
+
 void *heap_host_ptr(struct emu_heap *h, uint64_t addr, size_t len) {
   if (!h->host_base || addr < h->ve_base) return NULL;
   uint64_t off = addr - h->ve_base;

@@ -177,8 +177,10 @@ void emu_run_hook(void *api_func, int kind, void *handle, uint64_t addr, size_t 
 static void (*g_hmem_alloc_cb)(void *, size_t);
 static void (*g_hmem_free_cb)(uint64_t);
 
+/* (p->ident, not veo_proc_identifier: a hook may run while veo_proc_destroy
+ * holds the table lock; AVEO deadlocks there) */
 static void *to_hmem(struct veo_proc_handle *p, uint64_t a) {
-  return veo_set_proc_identifier((void *)(uintptr_t)a, veo_proc_identifier(p));
+  return veo_set_proc_identifier((void *)(uintptr_t)a, p->ident);
 }
 
 static void hmem_alloc_hook(void *payload, ...) {

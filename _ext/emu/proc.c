@@ -6,15 +6,18 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "emu_host.h"
+#include "emu_sync.h"
 
 /* ---- the proc table (proc identifiers) ---------------------------------------- */
 static pthread_mutex_t g_procs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -60,6 +63,14 @@ struct veo_proc_handle *emu_proc_by_ident(int ident) {
   if (ident >= 0 && ident < g_nprocs) p = g_procs[ident];
   pthread_mutex_unlock(&g_procs_lock);
   return p;
+}
+
+/* veo_proc_identifier: AVEO's looks the proc up under the table lock. */
+int emu_proc_ident(struct veo_proc_handle *p) {
+  pthread_mutex_lock(&g_procs_lock);
+  int ident = atomic_load(&p->destroyed) ? -1 : p->ident;
+  pthread_mutex_unlock(&g_procs_lock);
+  return ident;
 }
 
 int emu_proc_table_size(void) {
@@ -134,9 +145,17 @@ int emu_ctx_valid(struct veo_thr_ctxt *c, const char *fn) {
   if (atomic_load(&c->closed)) {
     emu_set_error("%s: the context is closed", fn);
     errno = EINVAL;
+    emu_report_stale(c, fn);
     return 0;
   }
   return emu_proc_valid(c->proc, fn);
+}
+
+void emu_report_stale(struct veo_thr_ctxt *c, const char *fn) {
+  if (c->index == 0 || atomic_exchange(&c->stale_reported, 1)) return;
+  fprintf(stderr, "aioveo emulator: %s on context %p after it was closed; AVEO frees a "
+          "context (other than the main one) at veo_context_close or veo_proc_destroy, so "
+          "this is a use after free there\n", fn, (void *)c);
 }
 
 /* ---- contexts --------------------------------------------------------------------------- */
@@ -169,54 +188,106 @@ static void ctx_retire(struct veo_thr_ctxt *c) {
   pthread_mutex_unlock(&c->lock);
 }
 
+/* AVEO (ProcHandle::openContext) refuses a second context unless the host
+ * process's VE_OMP_NUM_THREADS is exactly 1, read with std::stoi: leading
+ * blanks and trailing junk are accepted ("1x" is 1), a value with no number
+ * throws an exception nobody catches and aborts the host process.  The
+ * emulator returns an error for that case instead (see the README). */
+static int omp_threads_ok(void) {
+  const char *e = getenv("VE_OMP_NUM_THREADS");
+  if (!e) {
+    emu_set_error("veo_context_open: a second context needs VE_OMP_NUM_THREADS=1 in the "
+                  "environment (AVEO refuses it otherwise; it is unset)");
+    errno = EINVAL;
+    return 0;
+  }
+  const char *s = e;
+  while (*s == ' ' || (*s >= '\t' && *s <= '\r')) s++;
+  const char *d = s + (*s == '+' || *s == '-');
+  if (*d < '0' || *d > '9') {
+    emu_set_error("veo_context_open: VE_OMP_NUM_THREADS='%s' is not a number (AVEO aborts the "
+                  "host process here: std::invalid_argument)", e);
+    errno = EINVAL;
+    return 0;
+  }
+  errno = 0;
+  long v = strtol(s, NULL, 10);
+  if (errno == ERANGE || v > INT_MAX || v < INT_MIN) {
+    emu_set_error("veo_context_open: VE_OMP_NUM_THREADS='%s' is out of range (AVEO aborts the "
+                  "host process here: std::out_of_range)", e);
+    errno = EINVAL;
+    return 0;
+  }
+  if (v != 1) {
+    emu_set_error("veo_context_open: a second context needs VE_OMP_NUM_THREADS=1 in the "
+                  "environment (AVEO refuses it otherwise; it is '%s')", e);
+    errno = EINVAL;
+    return 0;
+  }
+  return 1;
+}
+
+/* As AVEO's openContext: the proc's context list is locked (p->lock, AVEO's
+ * ctx_mutex) and the main context's submit lock held while the main context
+ * is synchronized, so opening a context waits for the main context's queued
+ * work, and veo_num_contexts/veo_get_context wait for the open.  (The submit
+ * lock is tried with p->lock released in between: a thread inside
+ * veo_req_block_begin(main) that needs p->lock deadlocks AVEO, not the
+ * emulator.) */
+static int lock_for_open(struct veo_proc_handle *p) {
+  struct veo_thr_ctxt *m = p->ctx[0];
+  for (;;) {
+    pthread_mutex_lock(&p->lock);
+    if (pthread_mutex_trylock(&m->submit_lock) == 0) break;
+    pthread_mutex_unlock(&p->lock);
+    usleep(200);
+  }
+  if (emu_drain_main_locked(p)) {
+    pthread_mutex_unlock(&m->submit_lock);
+    pthread_mutex_unlock(&p->lock);
+    return -1;
+  }
+  return 0;
+}
+
 struct veo_thr_ctxt *emu_context_open(struct veo_proc_handle *p, size_t stacksize) {
   if (!emu_proc_valid(p, "veo_context_open")) return NULL;
   if (emu_proc_dead(p)) {
     emu_set_error("veo_context_open: the VE process of this proc has died");
     return NULL;
   }
-  pthread_mutex_lock(&p->lock);
-  struct veo_thr_ctxt *c = NULL;
+  if (lock_for_open(p)) return NULL;
+  struct veo_thr_ctxt *m = p->ctx[0], *c = NULL;
   if (p->nopen == 0) { /* the first open returns the main context */
-    c = p->ctx[0];
+    c = m;
     p->open_list[p->nopen++] = c;
-    pthread_mutex_unlock(&p->lock);
-    return c;
+    goto out;
   }
+  if (!omp_threads_ok()) goto out;
   int idx = -1;
   for (int i = 1; i < EMU_MAX_CONTEXTS && idx < 0; i++)
     if (!p->ctx[i]) idx = i;
   if (idx < 0) {
     emu_set_error("veo_context_open: at most %d contexts per proc", EMU_MAX_CONTEXTS);
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
+    goto out;
   }
   c = ctx_new(p, idx);
-  if (!c) {
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
-  }
+  if (!c) goto out;
   __atomic_store_n(&p->ctx[idx], c, __ATOMIC_RELEASE); /* the slot is ours */
-  /* Not under p->lock: emu_main_call takes the main context's submit lock, which
-   * a thread inside veo_req_block_begin(main) may hold while it needs p->lock
-   * (veo_num_contexts, another veo_context_open). */
-  pthread_mutex_unlock(&p->lock);
   uint64_t rv = 1;
   int st = emu_main_call(p, EMU_CMD_OPEN_CTX, 0, (uint64_t)idx, stacksize, NULL, &rv);
-  pthread_mutex_lock(&p->lock);
-  int ours = emu_proc_ctx(p, idx) == c; /* else veo_proc_destroy retired it meanwhile */
-  if (st != VEO_COMMAND_OK || rv != 0 || !ours) {
+  if (st != VEO_COMMAND_OK || rv != 0) {
     emu_set_error("veo_context_open: the helper could not start the context thread");
-    if (ours) {
-      __atomic_store_n(&p->ctx[idx], NULL, __ATOMIC_RELEASE);
-      pthread_mutex_destroy(&c->lock);
-      pthread_mutex_destroy(&c->submit_lock);
-      free(c);
-    }
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
+    __atomic_store_n(&p->ctx[idx], NULL, __ATOMIC_RELEASE);
+    pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->submit_lock);
+    free(c);
+    c = NULL;
+    goto out;
   }
   p->open_list[p->nopen++] = c;
+out:
+  pthread_mutex_unlock(&m->submit_lock);
   pthread_mutex_unlock(&p->lock);
   return c;
 }
@@ -244,9 +315,20 @@ int emu_context_close(struct veo_thr_ctxt *c) {
   c->next_closed = p->closed_list;
   p->closed_list = c;
   pthread_mutex_unlock(&p->lock);
+  /* Waiters of requests that just completed are on their way out. */
+  int waiting = atomic_load(&c->waiters);
+  for (int i = 0; i < 50 && waiting > 0; i++) {
+    usleep(1000);
+    waiting = atomic_load(&c->waiters);
+  }
+  if (waiting > 0)
+    fprintf(stderr, "aioveo emulator: veo_context_close: %d thread(s) still wait in "
+            "veo_call_wait_result on context %p; AVEO frees the context now, so they would "
+            "use freed memory (here they return VEO_COMMAND_ERROR)\n", waiting, (void *)c);
   pthread_mutex_lock(&c->submit_lock);
   ctx_retire(c);
   pthread_mutex_unlock(&c->submit_lock);
+  emu_futex_wake(&c->r->ctl.done);
   return 0;
 }
 
@@ -350,6 +432,11 @@ fail:
 int emu_proc_destroy(struct veo_proc_handle *p) {
   int expect = 0;
   if (!atomic_compare_exchange_strong(&p->destroyed, &expect, 1)) return 0;
+  /* As AVEO's exitProc, the whole destroy holds the global proc table lock:
+   * veo_proc_identifier, veo_get_proc_handle_from_hmem (and so
+   * veo_get_pid_from_hmem, veo_free_hmem, veo_hmemcpy) and veo_proc_create
+   * wait for it, for every proc. */
+  pthread_mutex_lock(&g_procs_lock);
   /* EXIT goes behind each context's queued work: the VE drains, then ends. */
   if (!emu_proc_dead(p)) {
     for (int i = EMU_MAX_CONTEXTS - 1; i >= 0; i--) {
@@ -358,7 +445,6 @@ int emu_proc_destroy(struct veo_proc_handle *p) {
     }
   }
   emu_helper_end(p);
-  pthread_mutex_lock(&g_procs_lock);
   if (p->ident >= 0 && p->ident < g_nprocs && g_procs[p->ident] == p) g_procs[p->ident] = NULL;
   p->grave_next = g_graveyard;
   g_graveyard = p;

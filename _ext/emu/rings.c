@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "emu_host.h"
 #include "emu_sync.h"
@@ -181,8 +182,10 @@ uint64_t emu_submit_call(struct veo_thr_ctxt *c, uint64_t addr, struct veo_args 
 }
 
 /* ---- waiting for results ---------------------------------------------------------------- */
-int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
+/* *missing: the id is not (or no longer) outstanding on this context. */
+static int peek_ex(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp, int *missing) {
   int status = VEO_COMMAND_UNFINISHED;
+  *missing = 0;
   pthread_mutex_lock(&c->lock);
   if (atomic_load(&c->closed)) {
     pthread_mutex_unlock(&c->lock);
@@ -195,6 +198,7 @@ int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
     emu_set_error("request %llu is unknown on this context or already collected",
                   (unsigned long long)id);
     status = VEO_COMMAND_ERROR;
+    *missing = 1;
   } else if (e->c == REC_DONE) {
     collect(c, e, retp, &status);
   }
@@ -202,12 +206,29 @@ int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
   return status;
 }
 
+int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
+  int missing;
+  return peek_ex(c, id, retp, &missing);
+}
+
+static int ctx_gone(struct veo_thr_ctxt *c) {
+  return atomic_load(&c->closed) || atomic_load(&c->proc->destroyed);
+}
+
+/* As AVEO's callWaitResult: an id that is not outstanding is an error at
+ * once; otherwise the thread sleeps until the request completes.  If another
+ * thread collects it meanwhile (a second waiter, or a peek), AVEO's waiter
+ * sleeps for ever; the emulator's sleeps too, until the context is closed or
+ * the proc destroyed (AVEO: a use after free), and then returns
+ * VEO_COMMAND_ERROR. */
 int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
   struct emu_ctx_ctl *ctl = &c->r->ctl;
+  int missing;
+  int st = peek_ex(c, id, retp, &missing);
+  if (st != VEO_COMMAND_UNFINISHED) return st;
+  atomic_fetch_add(&c->waiters, 1);
   uint64_t spin_end = emu_now_ns() + (uint64_t)c->proc->hdr->spin_us * 1000u;
   for (;;) {
-    int st = emu_peek(c, id, retp);
-    if (st != VEO_COMMAND_UNFINISHED) return st;
     for (;;) { /* until request id is done: contexts complete in order */
       uint64_t done = atomic_load(&ctl->done);
       if (done > id || emu_proc_settled(c->proc) || atomic_load(&c->closed)) break;
@@ -218,7 +239,17 @@ int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
       }
       wait_progress(c, done);
     }
+    st = peek_ex(c, id, retp, &missing);
+    if (st != VEO_COMMAND_UNFINISHED) break;
   }
+  if (missing && !atomic_load(&c->closed)) {
+    /* collected by another thread: AVEO never returns from here */
+    while (!ctx_gone(c)) usleep(2000);
+    emu_set_error("request %llu was collected by another thread while this one waited for it "
+                  "(AVEO: this wait never returns)", (unsigned long long)id);
+  }
+  atomic_fetch_sub(&c->waiters, 1);
+  return st;
 }
 
 /* Run a command on the main context and wait for it (the sync proc API). */
@@ -234,10 +265,11 @@ int emu_main_call(struct veo_proc_handle *p, int type, uint64_t addr, uint64_t a
 }
 
 /* Wait until every request submitted to the main context so far completed
- * (the sync proc API queues behind them).  Returns with submit_lock held. */
-int emu_drain_main(struct veo_proc_handle *p) {
+ * (the sync proc API queues behind them); the caller holds the main
+ * context's submit lock, so nothing is queued meanwhile.  -1 if the VE
+ * process died. */
+int emu_drain_main_locked(struct veo_proc_handle *p) {
   struct veo_thr_ctxt *c = p->ctx[0];
-  pthread_mutex_lock(&c->submit_lock);
   for (;;) {
     if (emu_proc_dead(p)) {
       emu_set_error("the VE process of this proc has died");
@@ -247,4 +279,10 @@ int emu_drain_main(struct veo_proc_handle *p) {
     if (done >= c->next_id) return 0;
     if (!emu_serve_agent_slot(c, 0)) wait_progress(c, done);
   }
+}
+
+/* The same, taking the submit lock: returns with it held, also on error (-1). */
+int emu_drain_main(struct veo_proc_handle *p) {
+  pthread_mutex_lock(&p->ctx[0]->submit_lock);
+  return emu_drain_main_locked(p);
 }

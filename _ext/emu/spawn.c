@@ -107,19 +107,13 @@ void emu_helper_gone(struct veo_proc_handle *p) {
 }
 
 /* Wait for the helper to end after EXIT was queued on its contexts: the
- * agent thread returns once it is gone.  A kernel that does not return is
- * killed after the exit grace (VEO_EMU_EXIT_TIMEOUT). */
+ * agent thread returns once it is gone.  As AVEO's veo_proc_destroy (which
+ * joins each context's progress thread, draining its work), there is no
+ * timeout: a kernel that never returns keeps veo_proc_destroy waiting until
+ * the VE process is ended from outside (kill(2) of veo_get_pid_from_hmem's
+ * pid), which is the way out aioveo takes. */
 void emu_helper_end(struct veo_proc_handle *p) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  double t = emu_exit_timeout_s();
-  ts.tv_sec += (time_t)t;
-  if (pthread_timedjoin_np(p->agent, NULL, &ts) != 0) {
-    pthread_mutex_lock(&p->reap_lock); /* (never kill a reaped, maybe reused, pid) */
-    if (!p->reaped_child) kill(p->pid, SIGKILL); /* a kernel that does not return */
-    pthread_mutex_unlock(&p->reap_lock);
-    pthread_join(p->agent, NULL);
-  }
+  pthread_join(p->agent, NULL);
   pthread_mutex_lock(&p->reap_lock);
   if (!p->reaped_child) waitpid(p->pid, NULL, 0);
   p->reaped_child = 1;

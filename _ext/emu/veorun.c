@@ -7,9 +7,11 @@
  * the recorded argument types, library loads, symbol lookups.  Work on host
  * buffers is handed to the host's agent through the context's agent slot.
  *
- * A fault in a kernel (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) completes the
- * running request with VEO_COMMAND_EXCEPTION (result = signal number), marks
- * the proc dead and ends the process, as a VE process would.  The helper
+ * A fault in a kernel (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) marks the
+ * proc dead and ends the process, as a VE process would; the running request
+ * completes with VEO_COMMAND_EXCEPTION (result = signal number) if it ran on
+ * the main context, else with VEO_COMMAND_ERROR (AVEO reports the exception
+ * on the main context's channel only).  The helper
  * exits when the host process dies (EOF on the socket).
  */
 #define _GNU_SOURCE
@@ -39,6 +41,7 @@ static void *g_shm;
 static struct emu_header *g_hdr;
 
 static __thread struct emu_ctx_region *t_region;
+static __thread int t_index; /* the context this thread serves (0: the main one) */
 static __thread uint64_t t_seq;
 static __thread volatile int t_running; /* executing request t_seq */
 
@@ -68,9 +71,12 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
   /* Dead first: the host must not accept more work once it sees the result. */
   if (g_hdr) atomic_store(&g_hdr->dead, (uint32_t)sig);
   if (r && t_running) {
+    /* As AVEO: the VE side reports the exception (with the signal) on the
+     * main context only; a request of another context sees its VE process
+     * die, which is VEO_COMMAND_ERROR without a result. */
     struct emu_result *res = &r->results[t_seq % EMU_RES_RING_SLOTS];
-    res->retval = (uint64_t)sig;
-    res->status = VEO_COMMAND_EXCEPTION;
+    res->retval = t_index == 0 ? (uint64_t)sig : 0;
+    res->status = t_index == 0 ? VEO_COMMAND_EXCEPTION : VEO_COMMAND_ERROR;
     atomic_store(&r->ctl.done, t_seq + 1);
   }
   /* Only now may the host fail the remaining requests: the faulting one has
@@ -402,6 +408,7 @@ static void serve(int index) {
   void *altstack = setup_altstack();
   uint64_t tail = atomic_load(&ctl->cmd_tail);
   t_region = r;
+  t_index = index;
   atomic_store(&ctl->state, VEO_STATE_RUNNING);
   int running = cc != NULL;
   while (running) {

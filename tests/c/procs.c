@@ -2,6 +2,8 @@
 #include <fcntl.h>
 #include <sys/select.h>
 
+#include <pthread.h>
+
 #include "check.h"
 
 static int node_of(struct veo_proc_handle *p) {
@@ -158,22 +160,40 @@ static void test_destroy_busy(void) {
   veo_args_free(a);
 }
 
-/* A kernel that never returns: destroy kills the helper after the timeout. */
-static void test_destroy_timeout(void) {
-  setenv("VEO_EMU_EXIT_TIMEOUT", "1", 1);
+/* A kernel that never returns: as AVEO, veo_proc_destroy waits for it (no
+ * timeout), until the VE process is ended from outside through the pid AVEO's
+ * API gives (veo_get_pid_from_hmem). */
+struct killer {
+  pid_t pid;
+  double delay;
+};
+static void *kill_later(void *arg) {
+  struct killer *k = arg;
+  usleep((useconds_t)(k->delay * 1e6));
+  kill(k->pid, SIGKILL);
+  return NULL;
+}
+
+static void test_destroy_waits(void) {
   uint64_t lib;
   struct veo_proc_handle *p = proc_with_kernels(0, &lib);
   struct veo_thr_ctxt *c = veo_context_open(p);
   struct veo_args *a = veo_args_alloc();
   CHECK(veo_call_async(c, sym(p, lib, "spin"), a) != VEO_REQUEST_ID_INVALID);
-  pid_t pid = veo_emu_proc_pid(p);
+  int ident = veo_proc_identifier(p);
+  REQUIRE(ident >= 0);
+  pid_t pid = veo_get_pid_from_hmem(veo_set_proc_identifier(NULL, ident));
+  CHECK_EQ(pid, veo_emu_proc_pid(p));
+  struct killer k = {pid, 1.0};
+  pthread_t t;
+  pthread_create(&t, NULL, kill_later, &k);
   double t0 = now_s();
   CHECK_EQ(veo_proc_destroy(p), 0);
   double dt = now_s() - t0;
   CHECK(dt >= 0.9 && dt < 5);
+  pthread_join(t, NULL);
   CHECK(!pid_alive(pid));
   veo_args_free(a);
-  unsetenv("VEO_EMU_EXIT_TIMEOUT");
 }
 
 /* A host that exits without destroying its procs leaves no helper behind,
@@ -294,7 +314,7 @@ int main(void) {
   test_nodes();
   test_helpers();
   test_destroy_busy();
-  test_destroy_timeout();
+  test_destroy_waits();
   test_exit_without_destroy(1);
   test_exit_without_destroy(0);
   test_fork_child_exit();
