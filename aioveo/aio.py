@@ -51,6 +51,7 @@ from ._core import (
     VeoFunction,
     VeoLibrary,
     VeoProc,
+    VeoRequest,
     VEMemPtr,
     _array_from_block,
     _array_layout,
@@ -394,6 +395,7 @@ class AsyncContext:
         self._cancelled = False     # closed by an exception (no leak warnings then)
         self._close_when_idle = False
         self._hub: _hub.Hub | None = None
+        self._spot_us = 0.0     # the hub's, for the fast path of call
         #: this context's record in the proc's memory pool (its completed
         #: frontier), made when pool memory is first used on it
         self._mem: Any = None
@@ -423,6 +425,7 @@ class AsyncContext:
             if self._hub is not None and self._in_flight:
                 raise RuntimeError("this context has requests in flight on another event loop")
             self._hub = hub
+            self._spot_us = hub.spot_us
         return hub
 
     def _check(self) -> None:
@@ -555,7 +558,7 @@ class AsyncContext:
         hub = self._hub
         if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
             hub = self._get_hub()
-        blocks = _pool_blocks(args)    # pool memory: its uses are recorded
+        blocks = _pool_blocks(args) if args else None   # pool memory: uses recorded
         if blocks is not None:
             await _await_fences(blocks, self)
         if self._in_flight < self.max_in_flight and not self._slot_waiters:
@@ -570,10 +573,33 @@ class AsyncContext:
         finished on the spot is returned without a future or a hand-off."""
         if self._closed:
             raise ClosedError("the context is closed")
+        if (self._in_flight == 0 and self._hub is not None and self._mem is None
+                and not _observers and type(fn) is VeoFunction
+                and (not args or _pool_blocks(args) is None)):
+            # Alone on the context: submit and peek in one native step
+            # (VeoFunction.call_within).  With nothing in flight, the loop
+            # need not be checked until the call turns out to take longer.
+            self._in_flight = 1
+            try:
+                r = fn.call_within(self.sync, args, self._spot_us)
+            except BaseException:
+                self._release()
+                if self.proc.sync._is_dead():
+                    self.proc._died()
+                raise
+            if type(r) is not VeoRequest:             # done: r is the result
+                self._in_flight = 0
+                if self._slot_waiters or self._idle is not None:
+                    self._release(0)
+                return r
+            self._in_flight = 0     # ours only: a new event loop may take the context
+            loop_hub = self._get_hub()
+            self._in_flight = 1
+            return await self._track(r, loop_hub, fn, None, True)
         hub = self._hub
         if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
             hub = self._get_hub()
-        blocks = _pool_blocks(args)    # pool memory: its uses are recorded
+        blocks = _pool_blocks(args) if args else None   # pool memory: uses recorded
         if blocks is not None:
             await _await_fences(blocks, self)
         if self._in_flight < self.max_in_flight and not self._slot_waiters:

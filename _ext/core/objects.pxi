@@ -148,6 +148,21 @@ cdef class VeoFunction:
 
     def __call__(self, VeoCtxt ctx not None, *args):
         """Submit ``self(*args)`` on `ctx`; returns a VeoRequest."""
+        return self._request(ctx, args)
+
+    def call_within(self, VeoCtxt ctx not None, tuple args, double max_us):
+        """Submit ``self(*args)`` on `ctx` and peek for up to `max_us`
+        microseconds: the converted result (collected) if the VE finished the
+        call by then, else its VeoRequest.  The asyncio layer's fast path in
+        one native step."""
+        cdef VeoRequest r = self._request(ctx, args)
+        cdef uint64_t ret = 0
+        cdef int rc = r._spot(max_us, &ret)
+        if rc == VEO_COMMAND_UNFINISHED:
+            return r
+        return r.finish(rc, ret)
+
+    cdef VeoRequest _request(self, VeoCtxt ctx, tuple args):
         self._check_call(ctx, len(args))
         cdef veo_thr_ctxt *h = ctx._live_handle()
         cdef list keep = []

@@ -29,22 +29,27 @@ cdef enum:
     CLAIM_ENGINE = 2     # the completion engine watches it
 
 
-cdef int _peek_until(veo_thr_ctxt *h, uint64_t rid, uint64_t *ret, uint64_t budget_ns) noexcept nogil:
-    """Peek at `rid` until it is done or `budget_ns` passed: spin first, then
-    sleep between peeks (doubling up to 200 us).  UNFINISHED if not done."""
-    cdef uint64_t start = _now_ns(), now, pause = 2000
+cdef int _peek_until(veo_thr_ctxt *h, uint64_t rid, uint64_t *ret, uint64_t start,
+                     uint64_t until) noexcept nogil:
+    """Peek at `rid` until it is done or the clock reaches `until`: spin for
+    the first 50 us after `start`, then sleep between peeks for 1/8 of the
+    time waited since `start` (at least 2 us, at most 20 ms): a result is seen
+    within ~12% of its wait, and a long wait costs a few wake-ups a second, as
+    the engine's back-off does.  UNFINISHED if not done."""
+    cdef uint64_t now, pause
     cdef int rc
     while True:
         rc = api.call_peek_result(h, rid, ret)
         if rc != VEO_COMMAND_UNFINISHED:
             return rc
         now = _now_ns()
-        if now - start >= budget_ns:
+        if now >= until:
             return VEO_COMMAND_UNFINISHED
         if now - start > 50000:
+            pause = (now - start) // 8
+            if pause > 20000000:
+                pause = 20000000
             _sleep_ns(pause)
-            if pause < 200000:
-                pause *= 2
 
 
 cdef int _wait_raw(VeoCtxt ctx, veo_thr_ctxt *h, uint64_t rid, uint64_t *ret) except -2:
@@ -52,15 +57,17 @@ cdef int _wait_raw(VeoCtxt ctx, veo_thr_ctxt *h, uint64_t rid, uint64_t *ret) ex
     in slices of 50 ms and lets Python run its signal handlers in between,
     so Ctrl-C raises KeyboardInterrupt (the request stays uncollected)."""
     cdef int rc
+    cdef uint64_t start
     ctx.users += 1
     try:
         if threading.current_thread() is not threading.main_thread():
             with nogil:
                 rc = api.call_wait_result(h, rid, ret)
             return rc
+        start = _now_ns()
         while True:
             with nogil:
-                rc = _peek_until(h, rid, ret, 50000000)
+                rc = _peek_until(h, rid, ret, start, _now_ns() + 50000000)
             if rc != VEO_COMMAND_UNFINISHED:
                 return rc
             PyErr_CheckSignals()
@@ -173,33 +180,41 @@ cdef class _Request:
                              func="veo_call_peek_result", code=rc, req_id=self._last_id())
         return self.finish(rc, ret)
 
+    cdef int _spot(self, double max_us, uint64_t *ret):
+        """Peek (GIL held, never blocking) for up to `max_us` microseconds: the
+        request's status once the VE is done, else UNFINISHED."""
+        cdef veo_thr_ctxt *h = self.ctx.handle_
+        cdef uint64_t rid = self._last_id()
+        cdef uint64_t end
+        cdef int rc, i
+        if h == NULL or self.claim != CLAIM_NONE:
+            return VEO_COMMAND_UNFINISHED
+        end = _now_ns() + <uint64_t>(max_us * 1000.0)
+        while True:
+            for i in range(8):
+                rc = api.call_peek_result(h, rid, ret)
+                if rc != VEO_COMMAND_UNFINISHED:
+                    return rc
+            if _now_ns() >= end:
+                return VEO_COMMAND_UNFINISHED
+
     def result_within(self, double max_us):
         """``spot(max_us)`` and ``finish``: the converted result (or its
         exception) if the VE is done within `max_us`, else PENDING."""
-        done = self.spot(max_us)
-        if done is None:
+        cdef uint64_t ret = 0
+        cdef int rc = self._spot(max_us, &ret)
+        if rc == VEO_COMMAND_UNFINISHED:
             return PENDING
-        return self.finish(done[0], done[1])
+        return self.finish(rc, ret)
 
     def spot(self, double max_us):
         """Peek (GIL held, never blocking) for up to `max_us` microseconds: the
         raw (status, retval) once the VE is done, else None.  The asyncio
         layer's fast path: a call that finishes at once needs no hand-off
         between threads."""
-        cdef veo_thr_ctxt *h = self.ctx.handle_
-        cdef uint64_t rid = self._last_id(), ret = 0
-        cdef uint64_t end
-        cdef int rc, i
-        if h == NULL or self.claim != CLAIM_NONE:
-            return None
-        end = _now_ns() + <uint64_t>(max_us * 1000.0)
-        while True:
-            for i in range(8):
-                rc = api.call_peek_result(h, rid, &ret)
-                if rc != VEO_COMMAND_UNFINISHED:
-                    return rc, ret
-            if _now_ns() >= end:
-                return None
+        cdef uint64_t ret = 0
+        cdef int rc = self._spot(max_us, &ret)
+        return None if rc == VEO_COMMAND_UNFINISHED else (rc, ret)
 
 
 @cython.final
