@@ -565,6 +565,17 @@ class AsyncContext:
             self._in_flight += 1
         else:
             await self._acquire()
+        if (self._in_flight > 1 and blocks is None and not _observers
+                and type(fn) is VeoFunction):
+            # Behind other work: no spot peek; submitted, given its future and
+            # handed to the engine in one native step.
+            fut = hub.loop_ref().create_future()  # type: ignore[union-attr]
+            try:
+                fn.submit_watched(self.sync, args, fut, self, hub.engine)
+            except BaseException:
+                self._release()
+                raise
+            return fut
         request = self._submit_call(fn, args, blocks)
         return self._track(request, hub, fn)
 

@@ -58,6 +58,7 @@ cdef class VeoProc
 cdef class VeoCtxt
 cdef class VeoLibrary
 cdef class VeoFunction
+cdef class Engine
 cdef class VEArray
 cdef class PoolBlock
 cdef class NativePool

@@ -61,8 +61,10 @@ cdef class Engine:
             raise ClosedError("the completion engine is closed")
         return engine_fd(self._e)
 
-    def watch(self, _Request request not None):
+    cpdef watch(self, _Request request):
         """Report `request` through drain() when the VE has finished it."""
+        if request is None:
+            raise TypeError("watch() needs a request, not None")
         if self._e == NULL:
             raise ClosedError("the completion engine is closed")
         cdef veo_thr_ctxt *h = request.ctx._live_handle()

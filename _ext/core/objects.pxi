@@ -162,6 +162,17 @@ cdef class VeoFunction:
             return r
         return r.finish(rc, ret)
 
+    def submit_watched(self, VeoCtxt ctx not None, tuple args, future, owner,
+                       Engine engine not None):
+        """Submit ``self(*args)`` on `ctx`, with its ``future`` and ``owner``
+        set, and hand it to `engine`: the asyncio layer's submission with
+        many in flight, in one native step.  Returns the request."""
+        cdef VeoRequest r = self._request(ctx, args)
+        r.future = future
+        r.owner = owner
+        engine.watch(r)
+        return r
+
     cdef VeoRequest _request(self, VeoCtxt ctx, tuple args):
         self._check_call(ctx, len(args))
         cdef veo_thr_ctxt *h = ctx._live_handle()
