@@ -571,7 +571,7 @@ class AsyncContext:
             # handed to the engine in one native step.
             fut = hub.loop_ref().create_future()  # type: ignore[union-attr]
             try:
-                fn.submit_watched(self.sync, args, fut, self, hub.engine)
+                fn._submit_watched(self.sync, args, fut, self, hub.engine)
             except BaseException:
                 self._release()
                 raise
@@ -588,11 +588,11 @@ class AsyncContext:
                 and not _observers and type(fn) is VeoFunction
                 and (not args or _pool_blocks(args) is None)):
             # Alone on the context: submit and peek in one native step
-            # (VeoFunction.call_within).  With nothing in flight, the loop
+            # (VeoFunction._call_within).  With nothing in flight, the loop
             # need not be checked until the call turns out to take longer.
             self._in_flight = 1
             try:
-                r = fn.call_within(self.sync, args, self._spot_us)
+                r = fn._call_within(self.sync, args, self._spot_us)
             except BaseException:
                 self._release()
                 if self.proc.sync._is_dead():

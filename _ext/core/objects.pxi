@@ -150,7 +150,7 @@ cdef class VeoFunction:
         """Submit ``self(*args)`` on `ctx`; returns a VeoRequest."""
         return self._request(ctx, args)
 
-    def call_within(self, VeoCtxt ctx not None, tuple args, double max_us):
+    def _call_within(self, VeoCtxt ctx not None, tuple args, double max_us):
         """Submit ``self(*args)`` on `ctx` and peek for up to `max_us`
         microseconds: the converted result (collected) if the VE finished the
         call by then, else its VeoRequest.  The asyncio layer's fast path in
@@ -162,7 +162,7 @@ cdef class VeoFunction:
             return r
         return r.finish(rc, ret)
 
-    def submit_watched(self, VeoCtxt ctx not None, tuple args, future, owner,
+    def _submit_watched(self, VeoCtxt ctx not None, tuple args, future, owner,
                        Engine engine not None):
         """Submit ``self(*args)`` on `ctx`, with its ``future`` and ``owner``
         set, and hand it to `engine`: the asyncio layer's submission with
