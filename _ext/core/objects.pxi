@@ -402,6 +402,7 @@ cdef class VeoCtxt:
     cdef readonly int index            # 0 for the main context, then 1, 2, ... as opened
     cdef public bint death_reported    # see _request_error
     cdef int users                     # our threads inside a blocking libveo call on it
+    cdef bint closing                  # a thread is in _close: it alone closes the handle
     cdef list _orphans        # (req id, veo_args *, keep, can_wait) of dropped requests
     cdef object __weakref__
 
@@ -449,6 +450,9 @@ cdef class VeoCtxt:
                 raise ClosedError(f"the proc of this context was destroyed{where}",
                                   **_where_attrs(self.proc, self))
             raise ClosedError(f"the context is closed{where}", **_where_attrs(self.proc, self))
+        if self.closing:   # no new use may start: the closer frees it soon
+            raise ClosedError(f"the context is closing{_where(self.proc, self)}",
+                              **_where_attrs(self.proc, self))
         return self.handle_
 
     def state(self):
@@ -544,6 +548,13 @@ cdef class VeoCtxt:
                 _sleep_ns(1000000)
         return 0
 
+    cdef int _wait_closer(self) except -1:
+        """Wait until a thread closing this context has closed it."""
+        while self.closing and self.handle_ != NULL:
+            with nogil:
+                _sleep_ns(1000000)
+        return 0
+
     cdef void _detach(self):
         """The proc was destroyed: forget the handle, release dropped requests."""
         self.handle_ = NULL
@@ -553,6 +564,9 @@ cdef class VeoCtxt:
         cdef veo_thr_ctxt *h = self.handle_
         if h == NULL:
             return 0
+        if self.closing:   # another thread closes it: wait until it has
+            return self._wait_closer()
+        self.closing = True
         # AVEO frees a context (other than the main one) at close: drain it
         # first, let our threads waiting on it leave, collect what was dropped;
         # only then close it.
@@ -917,6 +931,7 @@ cdef class VeoProc:
             # (their requests finish, or fail once the grace ends the VE).
             for c in self.context:
                 (<VeoCtxt>c)._wait_no_users()
+                (<VeoCtxt>c)._wait_closer()
             with nogil:
                 rc = api.proc_destroy(h)
         finally:
