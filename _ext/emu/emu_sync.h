@@ -26,6 +26,24 @@ static inline void emu_cpu_relax(void) {
 #endif
 }
 
+/* Return at `deadline` (emu_now_ns time): sleep while it is far, spin the
+ * last stretch, so short delays (the timing profile's microseconds) are
+ * accurate and long ones cost no CPU. */
+static inline void emu_delay_until(uint64_t deadline) {
+  for (;;) {
+    uint64_t now = emu_now_ns();
+    if (now >= deadline) return;
+    uint64_t left = deadline - now;
+    if (left > 300000u) {
+      uint64_t nap = left - 150000u;
+      struct timespec ts = {(time_t)(nap / 1000000000ull), (long)(nap % 1000000000ull)};
+      nanosleep(&ts, NULL);
+    } else {
+      emu_cpu_relax();
+    }
+  }
+}
+
 /* Sleep while *(uint32_t *)addr == val, at most timeout_ns (0 = forever). */
 static inline void emu_futex_wait(void *addr, uint32_t val, uint64_t timeout_ns) {
   struct timespec ts, *tp = NULL;
