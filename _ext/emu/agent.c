@@ -221,7 +221,7 @@ static void *agent_main(void *arg) {
       continue;
     }
     if (emu_now_ns() - last < spin_ns) {
-      emu_cpu_relax();
+      emu_spin_step(p->hdr->spin_yield);
       continue;
     }
     atomic_store(&p->hdr->agent_sleeping, 1);

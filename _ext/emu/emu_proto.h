@@ -136,7 +136,8 @@ struct emu_header {
   uint32_t spin_us;       /* spin budget before futex sleeps */
   _Atomic uint32_t settled; /* 1 once a fault's result is published (after dead) */
   _Atomic uint32_t nfaults; /* injected faults published in faults[] (see below) */
-  char pad1[60];
+  uint32_t spin_yield;    /* spinning waits yield the core (the timing profile) */
+  char pad1[56];
 };
 
 /* ---- injected faults (VEO_EMU_FAULTS, veo_emu_inject) ------------------------

@@ -446,6 +446,7 @@ struct veo_proc_handle *emu_proc_create(int venode, const char *bin) {
   p->hdr->node = (uint32_t)node;
   p->hdr->heap_size = p->heap.size;
   p->hdr->spin_us = emu_spin_us();
+  p->hdr->spin_yield = p->prof.on; /* waits are microseconds long: share the cores */
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
     emu_set_error("veo_proc_create: socketpair: %s", strerror(errno));
     goto fail;

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -249,7 +250,8 @@ static int wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
       if (done > id || emu_proc_settled(c->proc) || atomic_load(&c->closed)) break;
       if (emu_serve_agent_slot(c, 0)) continue;
       if (emu_now_ns() < spin_end) {
-        for (int i = 0; i < 32; i++) emu_cpu_relax();
+        if (c->proc->hdr->spin_yield) sched_yield();
+        else for (int i = 0; i < 32; i++) emu_cpu_relax();
         continue;
       }
       wait_progress(c, done);

@@ -20,6 +20,7 @@
 #include <ffi.h>
 #include <fnmatch.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -45,6 +46,7 @@ static __thread struct emu_ctx_region *t_region;
 static __thread int t_index; /* the context this thread serves (0: the main one) */
 static __thread uint64_t t_seq;
 static __thread volatile int t_running; /* executing request t_seq */
+static __thread uint64_t t_model_end; /* the timing profile: when the last command ended */
 
 /* Libraries loaded through the API, with their load counts, so a bad handle
  * is an error and not a crash in dlclose/dlsym. */
@@ -247,7 +249,7 @@ static uint32_t agent_call(struct emu_ctx_region *r, uint64_t seq, uint64_t *val
     uint32_t st = atomic_load(&s->state);
     if (st == EMU_AGENT_DONE) break;
     if (emu_now_ns() < spin_end) {
-      emu_cpu_relax();
+      emu_spin_step(g_hdr->spin_yield);
       continue;
     }
     emu_futex_wait(&s->state, st, 100000000ull);
@@ -500,6 +502,10 @@ static uint64_t wait_command(struct emu_ctx_ctl *ctl, uint64_t tail) {
     for (int i = 0; i < 64; i++) {
       head = atomic_load(&ctl->cmd_head);
       if (head != tail) return head;
+      if (g_hdr->spin_yield) {
+        sched_yield();
+        break;
+      }
       emu_cpu_relax();
     }
     if (emu_now_ns() >= spin_end) break;
@@ -546,8 +552,15 @@ static void serve(int index) {
     uint64_t retval = 0;
     uint32_t status = VEO_COMMAND_OK;
     struct emu_fault *die = NULL;
-    if (c->t_ready) emu_delay_until(c->t_ready); /* the timing profile's transit */
-    uint64_t t_start = emu_now_ns();
+    /* The timing profile: the VE starts the command once it is out of
+     * transit (t_ready) and done with the previous one (its modelled end,
+     * so the emulator's own costs in between are absorbed). */
+    uint64_t start = 0, w0 = 0;
+    if (c->t_ready) {
+      start = c->t_ready > t_model_end ? c->t_ready : t_model_end;
+      emu_delay_until(start);
+      w0 = emu_now_ns();
+    }
     t_seq = c->seq;
     t_running = 1;
     switch (c->type) {
@@ -582,7 +595,11 @@ static void serve(int index) {
     }
     if (status == VEO_COMMAND_OK && (c->flags & EMU_F_AGENT_AFTER))
       status = agent_call(r, c->seq, &retval);
-    if (c->service_ns) emu_delay_until(t_start + c->service_ns); /* the profile's VE time */
+    if (start) { /* the VE's time; a kernel's own time (host speed) adds to it */
+      uint64_t end = start + c->service_ns + (c->type == EMU_CMD_CALL ? emu_now_ns() - w0 : 0);
+      emu_delay_until(end);
+      t_model_end = end;
+    }
     t_running = 0;
     uint64_t seq = c->seq;
     tail += size;
