@@ -49,7 +49,7 @@ def _info_dict() -> dict:
         "devices": [d.as_dict() for d in devices()],
     }
     if info["emulator"] is not None:
-        info["emulator"].update(_test_bench())
+        info.update(_test_bench())
     return info
 
 
@@ -58,7 +58,7 @@ def _test_bench() -> dict:
     emulator without the functions reports none; a wrong setting, its error)."""
     from . import emulator
     out: dict = {}
-    for key, get in (("profile", emulator.profile), ("faults", emulator.faults)):
+    for key, get in (("timing_profile", emulator.profile), ("faults", emulator.faults)):
         try:
             out[key] = get()
         except ValueError as e:
@@ -147,9 +147,9 @@ def _info(args: argparse.Namespace) -> int:
         print(f"nodes        {emu['nodes']} (VEO_EMU_NODES)")
         print(f"memory/node  {_size(emu['node_memory'])} (VEO_EMU_NODE_MEMORY)")
         print(f"helper       {emu['helper']} (VEORUN_BIN)")
-        prof = emu.get("profile")
+        prof = info.get("timing_profile")
         print(f"timing       {prof or 'host speed (no VEO_EMU_PROFILE)'}")
-        faults = emu.get("faults")
+        faults = info.get("faults")
         if isinstance(faults, str):
             print(f"faults       {faults}")
         elif faults:

@@ -115,9 +115,13 @@ def die(proc: Any, *, after_calls: int | None = None, after_seconds: float | Non
     """The VE process dies after `after_calls` kernel calls (matching `sym`,
     on `ctx`; the last one completes) or `after_seconds` from now (from its
     creation, for new procs), as a VE process killed: pending requests fail."""
-    if (after_calls is None) == (after_seconds is None):
+    after: int | str
+    if after_calls is not None and after_seconds is None:
+        after = after_calls
+    elif after_seconds is not None and after_calls is None:
+        after = _duration(after_seconds)
+    else:
         raise ValueError("die: give after_calls or after_seconds")
-    after = after_calls if after_calls is not None else _duration(after_seconds)
     return _arm(proc, "die", node=node, ctx=ctx, sym=sym, after=after)
 
 

@@ -294,8 +294,8 @@ def test_info_lists_profile_and_faults():
     info = json.loads(subprocess.run([sys.executable, "-m", "aioveo", "info", "--json"],
                                      env=env, capture_output=True, text=True, timeout=60,
                                      check=True).stdout)
-    assert info["emulator"]["profile"].startswith("ve10b:")
-    assert len(info["emulator"]["faults"]) == 2
+    assert info["timing_profile"].startswith("ve10b:")
+    assert len(info["faults"]) == 2
     env["VEO_EMU_PROFILE"] = "ve77"
     out = subprocess.run([sys.executable, "-m", "aioveo", "info"], env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout
