@@ -12,7 +12,8 @@
  *   - a transfer takes `write`/`read` (its 1-byte latency) plus its size at
  *     the bandwidth; veo_alloc_mem/veo_free_mem (and their async forms) take
  *     `alloc`/`free`, a command round trip on the main context;
- *   - VH functions (veo_call_async_vh) run on the host: no VE time.
+ *   - VH functions (veo_call_async_vh), veo_context_sync and empty transfers
+ *     are host requests on AVEO: no VE time.
  * Kernels still run at host speed: their time adds to the model's.  Waits
  * spin below a few hundred microseconds, so the figures are accurate.
  */
@@ -165,6 +166,7 @@ void emu_profile_cmd(struct veo_proc_handle *p, struct emu_cmd *cmd, const struc
   uint64_t transit = pr->roundtrip - pr->call, total = pr->roundtrip;
   switch (cmd->type) {
     case EMU_CMD_EXIT:
+    case EMU_CMD_NOP: /* veo_context_sync, empty transfers: host requests on AVEO */
       return;
     case EMU_CMD_CALL:
       if (emu_t_sync_call) {

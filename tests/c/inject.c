@@ -112,21 +112,21 @@ static void test_hang(int how) {
   veo_args_free(a);
 }
 
-/* delay: calls of nop start 30 ms late; add is not delayed. */
+/* delay: calls of nop start 150 ms late; add is not delayed. */
 static void test_delay(int how) {
   uint64_t lib;
   struct veo_thr_ctxt *m, *c;
-  struct veo_proc_handle *p = proc_with("delay:sym=n?p,for=30ms", how, &lib, &m, &c);
+  struct veo_proc_handle *p = proc_with("delay:sym=n?p,for=150ms", how, &lib, &m, &c);
   uint64_t f_nop = sym(p, lib, "nop"), f_add = sym(p, lib, "add");
   struct veo_args *a = veo_args_alloc();
   double t0 = now_s();
   CALL(c, f_nop, a);
   double dt = now_s() - t0;
-  CHECK(dt >= 0.030);
+  CHECK(dt >= 0.150);
   int st;
   t0 = now_s();
   call(c, f_add, 1, &st);
-  CHECK(now_s() - t0 < 0.030);
+  CHECK(now_s() - t0 < 0.150);
   CHECK_EQ(st, VEO_COMMAND_OK);
   CHECK_EQ(veo_proc_destroy(p), 0);
   veo_args_free(a);
@@ -165,7 +165,7 @@ static void test_die_time(int how) {
   uint64_t id = veo_call_async(c, sym(p, lib, "sleep_ms"), a);
   CHECK_EQ(veo_call_wait_result(c, id, &r), VEO_COMMAND_ERROR);
   double dt = now_s() - t0;
-  CHECK(dt >= 0.29 && dt < 3.0);
+  CHECK(dt >= 0.29 && dt < 20.0); /* (it dies, and nothing waits for ever) */
   CHECK_EQ(veo_get_context_state(m), VEO_STATE_EXIT);
   CHECK_EQ(veo_proc_destroy(p), 0);
   /* idle: nobody calls, it dies all the same */
