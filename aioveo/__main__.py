@@ -38,7 +38,7 @@ def _info_dict() -> dict:
     from . import __version__, backend, emulator_info
     from .devices import devices
     b = backend()
-    return {
+    info = {
         "aioveo_version": __version__,
         "backend": b.kind,
         "library": b.path,
@@ -48,6 +48,24 @@ def _info_dict() -> dict:
         "emulator": emulator_info(),   # None on NEC's libveo
         "devices": [d.as_dict() for d in devices()],
     }
+    if info["emulator"] is not None:
+        info.update(_test_bench())
+    return info
+
+
+def _test_bench() -> dict:
+    """The emulator's timing profile and the faults a new proc gets (an
+    emulator without the functions reports none; a wrong setting, its error)."""
+    from . import emulator
+    out: dict = {}
+    for key, get in (("timing_profile", emulator.profile), ("faults", emulator.faults)):
+        try:
+            out[key] = get()
+        except ValueError as e:
+            out[key] = f"error: {e}"
+        except NotImplementedError:
+            out[key] = None
+    return out
 
 
 def _cell(value: object, fmt: str = "{}") -> str:
@@ -129,6 +147,17 @@ def _info(args: argparse.Namespace) -> int:
         print(f"nodes        {emu['nodes']} (VEO_EMU_NODES)")
         print(f"memory/node  {_size(emu['node_memory'])} (VEO_EMU_NODE_MEMORY)")
         print(f"helper       {emu['helper']} (VEORUN_BIN)")
+        prof = info.get("timing_profile")
+        print(f"timing       {prof or 'host speed (no VEO_EMU_PROFILE)'}")
+        faults = info.get("faults")
+        if isinstance(faults, str):
+            print(f"faults       {faults}")
+        elif faults:
+            for i, f in enumerate(faults):
+                print(f"{'faults' if i == 0 else '':13}{f}")
+            print("             (VEO_EMU_FAULTS: armed on every proc created)")
+        else:
+            print("faults       none (VEO_EMU_FAULTS)")
     from .devices import devices
     print()
     print(device_table(devices()))

@@ -134,6 +134,18 @@ def emulator_info() -> dict[str, Any] | None:
 def emulator_node_usage(node: int) -> tuple[int, int] | None:
     """(procs alive, VE memory bytes they hold) on an emulated node, or None."""
 
+def emulator_inject(proc: VeoProc | None, spec: str) -> None:
+    """Arm the faults of `spec` on `proc`, or on every proc created from now on (None)."""
+
+def emulator_clear_faults(proc: VeoProc | None) -> None:
+    """Disarm the faults of `proc` (None: those injected for new procs)."""
+
+def emulator_faults(proc: VeoProc | None) -> list[str]:
+    """The faults armed on `proc` (None: those a new proc gets)."""
+
+def emulator_profile() -> str | None:
+    """The timing profile new procs get, in one line, or None."""
+
 # ---- VE addresses ----------------------------------------------------------------
 @disjoint_base
 class VEMemPtr:

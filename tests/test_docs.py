@@ -8,7 +8,7 @@
   source, say), and a shell block marked ``<!-- doctest: run -->`` runs with
   bash.  Other shell blocks (installing, CI) are not run here.
 - Every public name of aioveo (``aioveo.__all__``, and the ``__all__`` of
-  aioveo.aio, aioveo.trace, aioveo.settings and aioveo.dask) has an entry in
+  aioveo.aio, aioveo.trace, aioveo.settings, aioveo.emulator and aioveo.dask) has an entry in
   the API reference (docs/api/*.md), and has a docstring.
 - The settings and emulator knobs are all in the docs; the README is the
   front door: short, with the two set-up commands and working links.
@@ -174,10 +174,11 @@ def public_names() -> dict[str, object]:
     """Every public name to document -> its object."""
     import aioveo
     import aioveo.aio
+    import aioveo.emulator
     import aioveo.settings
     import aioveo.trace
 
-    modules = [aioveo, aioveo.aio, aioveo.trace, aioveo.settings]
+    modules = [aioveo, aioveo.aio, aioveo.trace, aioveo.settings, aioveo.emulator]
     try:
         import aioveo.dask          # the dask extra (in the test extras)
     except ImportError:

@@ -31,7 +31,7 @@ import pytest
 SRC = Path(__file__).resolve().parent / "c"
 ROOT = SRC.parent.parent
 PROGRAMS = ["procs", "libs", "memory", "contexts", "args", "calls", "hmem", "faults",
-            "threads", "scale", "output", "badinput", "orphan", "aveo"]
+            "threads", "scale", "output", "badinput", "orphan", "aveo", "inject", "profile"]
 EMU_BUILD = os.environ.get("AIOVEO_TEST_EMU_BUILD")
 VALGRIND = os.environ.get("AIOVEO_TEST_VALGRIND") == "1"
 SLOW = 20 if VALGRIND else 1
@@ -99,7 +99,8 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         pytest.fail("building the C tests failed:\n" + "\n".join(errors))
     run_env = dict(os.environ)
     for k in ("VEORUN_BIN", "VE_NODE_NUMBER", "_VENODELIST", "VEO_EMU_NODES",
-              "VEO_EMU_NODE_MEMORY", "VEO_EMU_SPIN_US", "VEO_EMU_POISON"):
+              "VEO_EMU_NODE_MEMORY", "VEO_EMU_SPIN_US", "VEO_EMU_POISON", "VEO_EMU_FAULTS",
+              "VEO_EMU_PROFILE"):
         run_env.pop(k, None)
     run_env.update(env)
     # The programs open several contexts per proc, which AVEO (and so the
@@ -171,6 +172,25 @@ def test_faults(build):
     # the helper reports each fault on the host's stderr
     assert "raised signal 11" in r.stderr and "raised signal 8" in r.stderr
     assert "raised signal 6" in r.stderr
+
+
+def test_injected_faults(build):
+    """Every fault kind, from VEO_EMU_FAULTS and from veo_emu_inject."""
+    r = run(build, "inject", timeout=60)
+    # each fault that acts says so on stderr
+    for what in ("the kernel raises a signal", "the kernel never returns",
+                 "the VE process dies after this call", "'die:after=300ms': the VE process dies"):
+        assert what in r.stderr, r.stderr
+
+
+def test_timing_profile(build):
+    """VEO_EMU_PROFILE=ve10b: AVEO's figures within 25% (timed only without
+    valgrind and sanitizers, and on a machine idle enough to time)."""
+    timing = not VALGRIND and not build.sanitize
+    r = run(build, "profile", *(["--timing"] if timing else []), timeout=120)
+    print(r.stdout)
+    if timing and "TIMING NOT CHECKED" in r.stdout:
+        pytest.skip(r.stdout.splitlines()[0])
 
 
 def test_threads(build):

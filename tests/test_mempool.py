@@ -644,3 +644,12 @@ def test_benchmark_scenario(tmp_path):
     names = {t["target"] for t in res["targets"]}
     assert {"pool hit, alloc + free", "chunked pipeline, pool vs raw"} <= names
     assert "Memory pool vs raw VEO allocation" in r.stdout
+    # a VE's allocation is measured under the emulator's timing profile, and
+    # the run says which profile it is under
+    assert "timing profile: none" in r.stderr
+    assert "Timing profile: none" in r.stdout
+    if aioveo.backend().extensions:
+        on_ve = res["mempool"]["raw under the ve10b timing profile"]["median"]
+        assert on_ve >= 15e-6                      # two VE round trips (10 us each)
+        assert ("pool vs raw alloc + free on a VE (the emulator's ve10b timing profile)"
+                in names)

@@ -195,6 +195,29 @@ async def test_a_node_that_keeps_dying_is_marked_failed_and_the_pool_moves_on(ai
 
 
 @pytest.mark.asyncio
+@pytest.mark.skipif(not aioveo.backend().extensions, reason="needs the emulator's faults")
+async def test_a_node_whose_procs_die_is_marked_failed_with_injected_faults(aio_lib):
+    """The same, with the emulator's faults instead of a killer task: the
+    procs on node 1 die 50 ms after they start (or from now), idle or busy."""
+    from aioveo import emulator
+    async with aioveo.open_pool([0, 1], max_failures=3, backoff=0.02) as pool:
+        add = await pool.function(aio_lib, ADD, retries=3)
+        emulator.die(None, after_seconds=0.05, node=1)     # every replacement on node 1
+        emulator.die(next(p for p in pool.procs if p.sync.nodeid == 1), after_seconds=0.05)
+        try:
+            # (a call running when its proc died is re-run elsewhere)
+            assert await pool.map(add, [(i, 1) for i in range(40)]) == list(range(1, 41))
+            await until(lambda: member(pool, 1)["state"] == "failed", 5, "node 1 failed")
+            p = member(pool, 1)
+            assert p["failures_in_a_row"] == 3 and "died" in p["reason"]
+            assert [f["node"] for f in pool.stats()["failed_nodes"]] == [1]
+            assert pool.live_procs == 1
+            assert [await pool.call(add, i, 1) for i in range(10)] == list(range(1, 11))
+        finally:
+            emulator.clear()
+
+
+@pytest.mark.asyncio
 async def test_a_node_that_cannot_reopen_then_no_proc_left(aio_lib, monkeypatch):
     async with aioveo.open_pool([0], max_failures=3, backoff=0.01) as pool:
         add = await pool.function(aio_lib, ADD)

@@ -49,6 +49,10 @@ ctypedef struct Api:
     int (*emu_num_nodes)() noexcept nogil
     uint64_t (*emu_node_memory)() noexcept nogil
     int (*emu_node_usage)(int, uint64_t *) noexcept nogil
+    int (*emu_inject)(veo_proc_handle *, const char *) noexcept nogil
+    int (*emu_clear_faults)(veo_proc_handle *) noexcept nogil
+    const char * (*emu_faults)(veo_proc_handle *) noexcept nogil
+    const char * (*emu_profile)() noexcept nogil
 
 
 cdef Api api
@@ -102,6 +106,10 @@ API_FUNCTIONS = {
     'veo_emu_num_nodes': False,
     'veo_emu_node_memory': False,
     'veo_emu_node_usage': False,
+    'veo_emu_inject': False,
+    'veo_emu_clear_faults': False,
+    'veo_emu_faults': False,
+    'veo_emu_profile': False,
 }
 
 
@@ -154,4 +162,8 @@ cdef int _fill_api(void *h) except -1:
     api.emu_num_nodes = <int (*)() noexcept nogil>_sym(h, b'veo_emu_num_nodes', False)
     api.emu_node_memory = <uint64_t (*)() noexcept nogil>_sym(h, b'veo_emu_node_memory', False)
     api.emu_node_usage = <int (*)(int, uint64_t *) noexcept nogil>_sym(h, b'veo_emu_node_usage', False)
+    api.emu_inject = <int (*)(veo_proc_handle *, const char *) noexcept nogil>_sym(h, b'veo_emu_inject', False)
+    api.emu_clear_faults = <int (*)(veo_proc_handle *) noexcept nogil>_sym(h, b'veo_emu_clear_faults', False)
+    api.emu_faults = <const char * (*)(veo_proc_handle *) noexcept nogil>_sym(h, b'veo_emu_faults', False)
+    api.emu_profile = <const char * (*)() noexcept nogil>_sym(h, b'veo_emu_profile', False)
     return 0

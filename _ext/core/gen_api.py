@@ -65,6 +65,10 @@ FUNCTIONS = [
     ("veo_emu_num_nodes", "int", "", OPTIONAL),
     ("veo_emu_node_memory", "uint64_t", "", OPTIONAL),
     ("veo_emu_node_usage", "int", "int, uint64_t *", OPTIONAL),
+    ("veo_emu_inject", "int", "veo_proc_handle *, const char *", OPTIONAL),
+    ("veo_emu_clear_faults", "int", "veo_proc_handle *", OPTIONAL),
+    ("veo_emu_faults", "const char *", "veo_proc_handle *", OPTIONAL),
+    ("veo_emu_profile", "const char *", "", OPTIONAL),
 ]
 
 OUT = Path(__file__).with_name("api.pxi")

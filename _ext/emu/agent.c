@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +80,7 @@ int emu_copy_to_ve(struct veo_proc_handle *p, uint64_t dst, const void *src, siz
     return -1;
   }
   if (in_heap) {
-    memcpy(hp, src, n);
+    emu_copy(hp, src, n);
     return 0;
   }
   size_t off = 0;
@@ -106,7 +107,7 @@ int emu_copy_from_ve(struct veo_proc_handle *p, void *dst, uint64_t src, size_t 
     return -1;
   }
   if (in_heap) {
-    memcpy(dst, hp, n);
+    emu_copy(dst, hp, n);
     return 0;
   }
   size_t off = 0;
@@ -143,18 +144,31 @@ static uint32_t run_job(struct veo_thr_ctxt *c, struct job *j, uint64_t *value) 
       *value = j->vh_func(j->vh_arg);
       return VEO_COMMAND_OK;
     case JOB_ALLOC: {
-      uint64_t off = heap_alloc(&p->heap, j->len);
-      if (off != UINT64_MAX) heap_poison(&p->heap, off, j->len);
+      uint64_t off = UINT64_MAX;
+      if (!emu_fault_nomem(p, c->index, j->len)) { /* (injected: status OK, result 0) */
+        off = heap_alloc(&p->heap, j->len);
+        if (off != UINT64_MAX) {
+          heap_poison(&p->heap, off, j->len);
+          emu_fault_allocated(p, c->index, j->len);
+        }
+      }
       *value = off == UINT64_MAX ? 0 : p->heap.ve_base + off;
       if (*value) emu_run_hook((void *)veo_alloc_mem_async, HOOK_ALLOC, c, *value, j->len);
       return VEO_COMMAND_OK;
     }
     case JOB_FREE:
+      /* AVEO's VE frees with free() and always answers OK with 0 (a free()
+       * of memory that is not allocated usually aborts a VE process, which
+       * the emulator does not do to you: it says so instead). */
+      *value = 0;
       if (j->ve_addr < p->heap.ve_base || heap_free(&p->heap, j->ve_addr - p->heap.ve_base)) {
-        *value = (uint64_t)-1;
+        if (!atomic_exchange(&p->free_reported, 1))
+          fprintf(stderr, "aioveo emulator: veo_free_mem_async(0x%llx): that VE memory is not "
+                  "allocated (freed twice?); answered OK with result 0 as AVEO answers every "
+                  "free, but on a VE this free() usually aborts the VE process\n",
+                  (unsigned long long)j->ve_addr);
         return VEO_COMMAND_OK;
       }
-      *value = 0;
       emu_run_hook((void *)veo_free_mem_async, HOOK_FREE, c, j->ve_addr, 0);
       return VEO_COMMAND_OK;
   }
@@ -207,7 +221,7 @@ static void *agent_main(void *arg) {
       continue;
     }
     if (emu_now_ns() - last < spin_ns) {
-      emu_cpu_relax();
+      emu_spin_step(p->hdr->spin_yield);
       continue;
     }
     atomic_store(&p->hdr->agent_sleeping, 1);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "emu_host.h"
+#include "emu_sync.h"
 
 #define EMU_VERSION_STRING "aioveo-emulator 0.1.0 (VEO API 16)"
 
@@ -33,6 +34,12 @@ void emu_set_error(const char *fmt, ...) {
   va_end(ap);
 }
 
+void emu_clear_error(void) { t_err[0] = 0; }
+
+/* The message of the last failure of an API call in this thread: cleared
+ * when a call that may fail starts (so never an earlier call's), kept by
+ * the queries that cannot fail (context state, identifiers, hmem address
+ * helpers, hooks, versions, the veo_emu_ settings). */
 EXPORT_EMU const char *veo_emu_last_error(void) { return t_err; }
 
 /* ---- contexts --------------------------------------------------------------------------- */
@@ -45,11 +52,13 @@ struct veo_thr_ctxt_attr {
 #define STACK_DEFAULT (128u << 20)
 
 EXPORT struct veo_thr_ctxt *veo_context_open(struct veo_proc_handle *p) {
+  emu_clear_error();
   return emu_context_open(p, STACK_DEFAULT);
 }
 
 EXPORT struct veo_thr_ctxt *veo_context_open_with_attr(struct veo_proc_handle *p,
                                                        struct veo_thr_ctxt_attr *a) {
+  emu_clear_error();
   if (!p || !a || a->magic != ATTR_MAGIC) {
     errno = EINVAL;
     emu_set_error("veo_context_open_with_attr: NULL proc or attribute");
@@ -58,16 +67,24 @@ EXPORT struct veo_thr_ctxt *veo_context_open_with_attr(struct veo_proc_handle *p
   return emu_context_open(p, a->stacksize);
 }
 
-EXPORT int veo_context_close(struct veo_thr_ctxt *c) { return emu_context_close(c); }
+EXPORT int veo_context_close(struct veo_thr_ctxt *c) {
+  emu_clear_error();
+  return emu_context_close(c);
+}
 
 EXPORT int veo_get_context_state(struct veo_thr_ctxt *c) {
   if (!c || c->magic != CTX_MAGIC) return VEO_STATE_UNKNOWN;
-  if (atomic_load(&c->closed) || atomic_load(&c->proc->destroyed) || emu_proc_dead(c->proc))
-    return VEO_STATE_EXIT;
-  return atomic_load(&c->state);
+  struct veo_proc_handle *p = c->proc;
+  emu_proc_users_inc(p);
+  int st = atomic_load(&c->closed) || atomic_load(&p->destroyed) || emu_proc_dead(p)
+               ? VEO_STATE_EXIT
+               : atomic_load(&c->state);
+  emu_proc_leave(p);
+  return st;
 }
 
 EXPORT void veo_context_sync(struct veo_thr_ctxt *c) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_context_sync")) return;
   uint64_t id = emu_submit(c, EMU_CMD_NOP, 0, 0, 0, NULL, NULL);
   uint64_t rv;
@@ -91,6 +108,7 @@ EXPORT struct veo_thr_ctxt *veo_get_context(struct veo_proc_handle *p, int idx) 
 }
 
 EXPORT struct veo_thr_ctxt_attr *veo_alloc_thr_ctxt_attr(void) {
+  emu_clear_error();
   struct veo_thr_ctxt_attr *a = calloc(1, sizeof(*a));
   if (a) {
     a->magic = ATTR_MAGIC;
@@ -100,6 +118,7 @@ EXPORT struct veo_thr_ctxt_attr *veo_alloc_thr_ctxt_attr(void) {
 }
 
 EXPORT int veo_free_thr_ctxt_attr(struct veo_thr_ctxt_attr *a) {
+  emu_clear_error();
   if (!a || a->magic != ATTR_MAGIC) {
     errno = EINVAL;
     return -1;
@@ -110,6 +129,7 @@ EXPORT int veo_free_thr_ctxt_attr(struct veo_thr_ctxt_attr *a) {
 }
 
 EXPORT int veo_set_thr_ctxt_stacksize(struct veo_thr_ctxt_attr *a, size_t sz) {
+  emu_clear_error();
   if (!a || a->magic != ATTR_MAGIC || sz < STACK_MIN) {
     errno = EINVAL;
     emu_set_error("veo_set_thr_ctxt_stacksize: stack size must be at least %u bytes", STACK_MIN);
@@ -120,6 +140,7 @@ EXPORT int veo_set_thr_ctxt_stacksize(struct veo_thr_ctxt_attr *a, size_t sz) {
 }
 
 EXPORT int veo_get_thr_ctxt_stacksize(struct veo_thr_ctxt_attr *a, size_t *sz) {
+  emu_clear_error();
   if (!a || a->magic != ATTR_MAGIC || !sz) {
     errno = EINVAL;
     return -1;
@@ -133,6 +154,7 @@ EXPORT int veo_get_thr_ctxt_stacksize(struct veo_thr_ctxt_attr *a, size_t *sz) {
  * another thread, or after the context was closed under a failed begin) is
  * ignored instead of unlocking a mutex the caller does not hold. */
 EXPORT void veo_req_block_begin(struct veo_thr_ctxt *c) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_req_block_begin")) return;
   pthread_mutex_lock(&c->submit_lock);
   c->block_owner = pthread_self();
@@ -140,6 +162,7 @@ EXPORT void veo_req_block_begin(struct veo_thr_ctxt *c) {
 }
 
 EXPORT void veo_req_block_end(struct veo_thr_ctxt *c) {
+  emu_clear_error();
   if (!c || c->magic != CTX_MAGIC) return;
   if (pthread_mutex_trylock(&c->submit_lock) != 0) return; /* held by another thread */
   if (c->block_depth > 0 && pthread_equal(c->block_owner, pthread_self())) {
@@ -151,10 +174,12 @@ EXPORT void veo_req_block_end(struct veo_thr_ctxt *c) {
 
 /* ---- procs -------------------------------------------------------------------------------- */
 EXPORT struct veo_proc_handle *veo_proc_create(int venode) {
+  emu_clear_error();
   return emu_proc_create(venode, veo_emu_helper_path());
 }
 
 EXPORT struct veo_proc_handle *veo_proc_create_static(int venode, char *bin) {
+  emu_clear_error();
   if (!bin) {
     emu_set_error("veo_proc_create_static: NULL helper path");
     errno = EINVAL;
@@ -164,6 +189,7 @@ EXPORT struct veo_proc_handle *veo_proc_create_static(int venode, char *bin) {
 }
 
 EXPORT int veo_proc_destroy(struct veo_proc_handle *p) {
+  emu_clear_error();
   if (!p || p->magic != PROC_MAGIC) {
     emu_set_error("veo_proc_destroy: invalid proc handle");
     errno = EINVAL;
@@ -184,6 +210,7 @@ EXPORT_EMU pid_t veo_emu_proc_pid(struct veo_proc_handle *p) {
 
 /* ---- libraries and symbols ------------------------------------------------------------------ */
 EXPORT uint64_t veo_load_library(struct veo_proc_handle *p, const char *name) {
+  emu_clear_error();
   if (!emu_proc_ok(p)) return 0;
   if (!name) {
     emu_set_error("veo_load_library: NULL library name");
@@ -211,6 +238,7 @@ EXPORT uint64_t veo_load_library(struct veo_proc_handle *p, const char *name) {
 }
 
 EXPORT int veo_unload_library(struct veo_proc_handle *p, const uint64_t handle) {
+  emu_clear_error();
   if (!emu_proc_ok(p)) return -1;
   emu_sym_forget_lib(p, handle);
   uint64_t rv = (uint64_t)-1;
@@ -219,6 +247,7 @@ EXPORT int veo_unload_library(struct veo_proc_handle *p, const uint64_t handle) 
 }
 
 EXPORT uint64_t veo_get_sym(struct veo_proc_handle *p, uint64_t lib, const char *name) {
+  emu_clear_error();
   if (!emu_proc_valid(p, "veo_get_sym")) return 0;
   if (!name) {
     emu_set_error("veo_get_sym: NULL symbol name");
@@ -243,6 +272,7 @@ EXPORT uint64_t veo_get_sym(struct veo_proc_handle *p, uint64_t lib, const char 
 /* The sync memory API queues behind the main context's work, as on AVEO
  * (see emu_drain_main). */
 EXPORT int veo_alloc_mem(struct veo_proc_handle *p, uint64_t *addr, const size_t size) {
+  emu_clear_error();
   if (addr) *addr = 0;
   if (!emu_proc_ok(p) || !addr) return -1;
   if (size == 0) {
@@ -254,12 +284,22 @@ EXPORT int veo_alloc_mem(struct veo_proc_handle *p, uint64_t *addr, const size_t
     pthread_mutex_unlock(&p->ctx[0]->submit_lock);
     return -1;
   }
-  uint64_t off = heap_alloc(&p->heap, size);
-  if (off != UINT64_MAX) heap_poison(&p->heap, off, size);
+  uint64_t t0 = emu_now_ns(), off = UINT64_MAX;
+  int injected = emu_fault_nomem(p, 0, size);
+  if (!injected) {
+    off = heap_alloc(&p->heap, size);
+    if (off != UINT64_MAX) {
+      heap_poison(&p->heap, off, size);
+      emu_fault_allocated(p, 0, size);
+    }
+  }
+  emu_profile_hold(p, t0, p->prof.alloc, 0, 0);
   pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   if (off == UINT64_MAX) {
-    emu_set_error("veo_alloc_mem: cannot allocate %zu bytes (node memory %llu bytes, %llu in use)",
-                  size, (unsigned long long)p->heap.size, (unsigned long long)p->heap.used);
+    if (!injected)
+      emu_set_error("veo_alloc_mem: cannot allocate %zu bytes (node memory %llu bytes, %llu in "
+                    "use)", size, (unsigned long long)p->heap.size,
+                    (unsigned long long)p->heap.used);
     errno = ENOMEM;
     return -1;
   }
@@ -269,6 +309,7 @@ EXPORT int veo_alloc_mem(struct veo_proc_handle *p, uint64_t *addr, const size_t
 }
 
 EXPORT int veo_free_mem(struct veo_proc_handle *p, uint64_t addr) {
+  emu_clear_error();
   if (!emu_proc_ok(p)) return -1;
   if (emu_drain_main(p)) {
     pthread_mutex_unlock(&p->ctx[0]->submit_lock);
@@ -276,12 +317,14 @@ EXPORT int veo_free_mem(struct veo_proc_handle *p, uint64_t addr) {
   }
   int rc;
   if (addr >= p->heap.ve_base && addr < p->heap.ve_base + p->heap.size) {
+    uint64_t t0 = emu_now_ns();
     rc = heap_free(&p->heap, addr - p->heap.ve_base);
     if (rc) {
       emu_set_error("veo_free_mem: 0x%llx is not an allocated VE address (freed twice?)",
                     (unsigned long long)addr);
       errno = EINVAL;
     }
+    emu_profile_hold(p, t0, p->prof.free, 0, 0);
     pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   } else {
     /* memory a kernel malloc'ed: free it in the VE process, as AVEO does */
@@ -294,25 +337,37 @@ EXPORT int veo_free_mem(struct veo_proc_handle *p, uint64_t addr) {
 }
 
 EXPORT int veo_read_mem(struct veo_proc_handle *p, void *dst, uint64_t src, size_t n) {
+  emu_clear_error();
   if (!emu_proc_ok(p)) return -1;
   if (n && !dst) {
     emu_set_error("veo_read_mem: NULL destination");
     return -1;
   }
   if (n == 0) return 0;
-  int rc = emu_drain_main(p) ? -1 : emu_copy_from_ve(p, dst, src, n);
+  int rc = -1;
+  if (emu_drain_main(p) == 0) {
+    uint64_t t0 = emu_now_ns();
+    rc = emu_copy_from_ve(p, dst, src, n);
+    emu_profile_hold(p, t0, p->prof.read, n, p->prof.read_bps);
+  }
   pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   return rc;
 }
 
 EXPORT int veo_write_mem(struct veo_proc_handle *p, uint64_t dst, const void *src, size_t n) {
+  emu_clear_error();
   if (!emu_proc_ok(p)) return -1;
   if (n && !src) {
     emu_set_error("veo_write_mem: NULL source");
     return -1;
   }
   if (n == 0) return 0;
-  int rc = emu_drain_main(p) ? -1 : emu_copy_to_ve(p, dst, src, n);
+  int rc = -1;
+  if (emu_drain_main(p) == 0) {
+    uint64_t t0 = emu_now_ns();
+    rc = emu_copy_to_ve(p, dst, src, n);
+    emu_profile_hold(p, t0, p->prof.write, n, p->prof.write_bps);
+  }
   pthread_mutex_unlock(&p->ctx[0]->submit_lock);
   return rc;
 }
@@ -332,7 +387,9 @@ int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t 
       pthread_mutex_unlock(&p->ctx[0]->submit_lock);
       return -1;
     }
+    uint64_t t0 = emu_now_ns();
     memmove(hd, hs, n);
+    emu_profile_hold(p, t0, p->prof.roundtrip, 0, 0);
     pthread_mutex_unlock(&p->ctx[0]->submit_lock);
     return 0;
   }
@@ -343,6 +400,7 @@ int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t 
 
 /* ---- asynchronous memory -------------------------------------------------------------------------- */
 EXPORT uint64_t veo_async_read_mem(struct veo_thr_ctxt *c, void *dst, uint64_t src, size_t n) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_async_read_mem")) return VEO_REQUEST_ID_INVALID;
   if (n && !dst) {
     emu_set_error("veo_async_read_mem: NULL destination");
@@ -359,6 +417,7 @@ EXPORT uint64_t veo_async_read_mem(struct veo_thr_ctxt *c, void *dst, uint64_t s
 
 EXPORT uint64_t veo_async_write_mem(struct veo_thr_ctxt *c, uint64_t dst, const void *src,
                                     size_t n) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_async_write_mem")) return VEO_REQUEST_ID_INVALID;
   if (n && !src) {
     emu_set_error("veo_async_write_mem: NULL source");
@@ -374,6 +433,7 @@ EXPORT uint64_t veo_async_write_mem(struct veo_thr_ctxt *c, uint64_t dst, const 
 }
 
 EXPORT uint64_t veo_alloc_mem_async(struct veo_thr_ctxt *c, const size_t size) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_alloc_mem_async")) return VEO_REQUEST_ID_INVALID;
   struct job *j = emu_job_new(JOB_ALLOC);
   if (!j) return VEO_REQUEST_ID_INVALID;
@@ -382,10 +442,13 @@ EXPORT uint64_t veo_alloc_mem_async(struct veo_thr_ctxt *c, const size_t size) {
 }
 
 EXPORT uint64_t veo_free_mem_async(struct veo_thr_ctxt *c, uint64_t addr) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_free_mem_async")) return VEO_REQUEST_ID_INVALID;
   struct veo_proc_handle *p = c->proc;
+  /* (arg0 = 1: an address the VE process cannot free is answered as AVEO's
+   * VE answers every free, see the helper's do_free) */
   if (addr < p->heap.ve_base || addr >= p->heap.ve_base + p->heap.size)
-    return emu_submit(c, EMU_CMD_FREE, addr, 0, 0, NULL, NULL);
+    return emu_submit(c, EMU_CMD_FREE, addr, 1, 0, NULL, NULL);
   struct job *j = emu_job_new(JOB_FREE);
   if (!j) return VEO_REQUEST_ID_INVALID;
   j->ve_addr = addr;
@@ -394,6 +457,7 @@ EXPORT uint64_t veo_free_mem_async(struct veo_thr_ctxt *c, uint64_t addr) {
 
 /* ---- calls ----------------------------------------------------------------------------------------- */
 EXPORT uint64_t veo_call_async(struct veo_thr_ctxt *c, uint64_t addr, struct veo_args *a) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_call_async")) return VEO_REQUEST_ID_INVALID;
   if (!a || a->magic != ARGS_MAGIC) {
     emu_set_error("veo_call_async: invalid veo_args handle");
@@ -430,6 +494,7 @@ EXPORT uint64_t veo_call_async(struct veo_thr_ctxt *c, uint64_t addr, struct veo
 
 EXPORT uint64_t veo_call_async_by_name(struct veo_thr_ctxt *c, uint64_t lib, const char *name,
                                        struct veo_args *a) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_call_async_by_name")) return VEO_REQUEST_ID_INVALID;
   uint64_t addr = veo_get_sym(c->proc, lib, name);
   if (!addr) return VEO_REQUEST_ID_INVALID;
@@ -437,6 +502,7 @@ EXPORT uint64_t veo_call_async_by_name(struct veo_thr_ctxt *c, uint64_t lib, con
 }
 
 EXPORT uint64_t veo_call_async_vh(struct veo_thr_ctxt *c, uint64_t (*func)(void *), void *arg) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_call_async_vh")) return VEO_REQUEST_ID_INVALID;
   if (!func) {
     emu_set_error("veo_call_async_vh: NULL function");
@@ -450,21 +516,36 @@ EXPORT uint64_t veo_call_async_vh(struct veo_thr_ctxt *c, uint64_t (*func)(void 
 }
 
 EXPORT int veo_call_peek_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
-  if (!emu_ctx_valid(c, "veo_call_peek_result")) return VEO_COMMAND_ERROR;
-  emu_serve_agent_slot(c, 0);
-  return emu_peek(c, id, retp);
+  emu_clear_error();
+  if (!c || c->magic != CTX_MAGIC) {
+    emu_ctx_valid(c, "veo_call_peek_result"); /* the error message */
+    return VEO_COMMAND_ERROR;
+  }
+  struct veo_proc_handle *p = c->proc;
+  emu_proc_users_inc(p);
+  int st = VEO_COMMAND_ERROR;
+  if (emu_ctx_valid(c, "veo_call_peek_result")) {
+    emu_serve_agent_slot(c, 0);
+    st = emu_peek(c, id, retp);
+  }
+  emu_proc_leave(p);
+  return st;
 }
 
 EXPORT int veo_call_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
+  emu_clear_error();
   if (!emu_ctx_valid(c, "veo_call_wait_result")) return VEO_COMMAND_ERROR;
   return emu_wait_result(c, id, retp);
 }
 
 EXPORT int veo_call_sync(struct veo_proc_handle *p, uint64_t addr, struct veo_args *a,
                          uint64_t *result) {
+  emu_clear_error();
   if (!emu_proc_ok(p)) return -1;
   uint64_t rv = 0;
+  emu_t_sync_call = 1; /* the profile's veo_call_sync round trip */
   uint64_t id = veo_call_async(p->ctx[0], addr, a);
+  emu_t_sync_call = 0;
   if (id == VEO_REQUEST_ID_INVALID) return -1;
   int st = emu_wait_result(p->ctx[0], id, &rv);
   if (result) *result = rv;

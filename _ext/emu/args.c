@@ -13,6 +13,7 @@
 
 /* Only the header is initialized: the slots are valid up to nargs/nstack. */
 EXPORT struct veo_args *veo_args_alloc(void) {
+  emu_clear_error();
   struct veo_args *a = malloc(sizeof(*a));
   if (!a) return NULL;
   a->magic = ARGS_MAGIC;
@@ -83,6 +84,7 @@ static void drop_stack(struct veo_args *a, int argnum) {
 }
 
 static int set_arg(struct veo_args *a, int argnum, int type, uint64_t val) {
+  emu_clear_error();
   if (!a || a->magic != ARGS_MAGIC) {
     emu_set_error("veo_args_set: invalid veo_args handle");
     errno = EINVAL;
@@ -119,6 +121,7 @@ SETTER(i8, int8_t, EMU_T_I8, (uint64_t)(int64_t)v)
 SETTER(u8, uint8_t, EMU_T_U8, (uint64_t)v)
 
 EXPORT int veo_args_set_double(struct veo_args *a, int n, double v) {
+  emu_clear_error();
   uint64_t bits;
   memcpy(&bits, &v, sizeof(bits));
   return set_arg(a, n, EMU_T_DOUBLE, bits);
@@ -127,17 +130,20 @@ EXPORT int veo_args_set_double(struct veo_args *a, int n, double v) {
 /* Internally a float travels in the low 32 bits of its slot, where the
  * helper hands its address to libffi. */
 EXPORT int veo_args_set_float(struct veo_args *a, int n, float v) {
+  emu_clear_error();
   uint32_t bits;
   memcpy(&bits, &v, sizeof(bits));
   return set_arg(a, n, EMU_T_FLOAT, bits);
 }
 
 EXPORT int veo_args_set_hmem(struct veo_args *a, int n, void *p) {
+  emu_clear_error();
   return set_arg(a, n, EMU_T_U64, (uint64_t)(uintptr_t)p);
 }
 
 EXPORT int veo_args_set_stack(struct veo_args *a, enum veo_args_intent intent, int n, char *buf,
                               size_t len) {
+  emu_clear_error();
   if (intent != VEO_INTENT_IN && intent != VEO_INTENT_INOUT && intent != VEO_INTENT_OUT) {
     emu_set_error("veo_args_set_stack: bad intent %d", (int)intent);
     errno = EINVAL;
@@ -163,6 +169,7 @@ size_t emu_stack_image_bytes(const struct veo_args *a) {
 }
 
 EXPORT_EMU int veo_emu_args_set_ret_type(struct veo_args *a, int type) {
+  emu_clear_error();
   if (!a || a->magic != ARGS_MAGIC || type < VEO_EMU_TYPE_U64 || type > VEO_EMU_TYPE_DOUBLE) {
     emu_set_error("veo_emu_args_set_ret_type: bad handle or type %d", type);
     errno = EINVAL;

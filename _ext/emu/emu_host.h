@@ -160,6 +160,15 @@ struct sym_cache_entry {
   char name[];
 };
 
+/* A timing profile (VEO_EMU_PROFILE): what a VE takes, in ns (bandwidths
+ * in bytes per second); on == 0 without one. */
+struct emu_profile {
+  int on;
+  char name[64];
+  uint64_t call, roundtrip, sync_call, write, read, alloc, free;
+  double write_bps, read_bps;
+};
+
 struct veo_proc_handle {
   uint32_t magic;
   int node;
@@ -186,7 +195,20 @@ struct veo_proc_handle {
   struct veo_thr_ctxt *closed_list; /* kept so stale handles fail cleanly */
   struct sym_cache_entry *syms;
   struct veo_proc_handle *grave_next; /* destroyed procs stay listed, see proc.c */
+  _Atomic int users;      /* threads inside calls that touch the shared memory */
+  uint64_t buried_ns;     /* when veo_proc_destroy finished (0: not yet) */
+  pthread_mutex_t fault_lock; /* the fault table (faults.c) */
+  struct emu_profile prof;
+  _Atomic int free_reported; /* a free of an unknown address was reported */
 };
+
+/* A thread is about to touch p's shared memory: the memory of a destroyed
+ * proc is unmapped only once no thread is inside (proc.c's graveyard).
+ * Callers check the proc's and context's flags after entering. */
+static inline void emu_proc_users_inc(struct veo_proc_handle *p) { atomic_fetch_add(&p->users, 1); }
+static inline void emu_proc_leave(struct veo_proc_handle *p) { atomic_fetch_sub(&p->users, 1); }
+/* Enter, or 0 with the error set if p was destroyed. */
+int emu_proc_enter(struct veo_proc_handle *p, const char *fn);
 
 /* ---- state of a proc, read anywhere -------------------------------------- */
 /* The proc is dead once the helper said so (a fault) or went away. */
@@ -207,6 +229,9 @@ static inline struct veo_thr_ctxt *emu_proc_ctx(struct veo_proc_handle *p, int i
 
 /* ---- api.c: errors, and the internal entry of veo_hmemcpy ---------------- */
 void emu_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The message is cleared when an API function that may fail is entered, so
+ * veo_emu_last_error never reports an earlier call's failure. */
+void emu_clear_error(void);
 /* Copy inside one proc (veo_hmemcpy VE to VE). */
 int emu_ve_memcpy(struct veo_proc_handle *p, uint64_t dst, uint64_t src, size_t n);
 
@@ -274,6 +299,28 @@ struct job *emu_stack_job_new(struct veo_proc_handle *p, struct veo_args *a);
 void emu_stack_job_drop(struct veo_proc_handle *p, struct job *j);
 int emu_copy_to_ve(struct veo_proc_handle *p, uint64_t dst, const void *src, size_t n);
 int emu_copy_from_ve(struct veo_proc_handle *p, void *dst, uint64_t src, size_t n);
+
+/* ---- faults.c: faults on purpose ------------------------------------------ */
+void emu_fault_format(const struct emu_fault *f, char *buf, size_t len);
+int emu_faults_check_env(void); /* -1 (error set) if VEO_EMU_FAULTS is wrong */
+int emu_faults_arm_new(struct veo_proc_handle *p); /* VEO_EMU_FAULTS and inject(NULL) */
+/* 1 (error set) if an allocation of `size` on context `ctx` must fail. */
+int emu_fault_nomem(struct veo_proc_handle *p, int ctx, uint64_t size);
+void emu_fault_allocated(struct veo_proc_handle *p, int ctx, uint64_t size);
+
+/* ---- profile.c: the timing profile ------------------------------------------ */
+int emu_profile_load(struct emu_profile *pr); /* VEO_EMU_PROFILE; -1 with the error set */
+void emu_profile_format(const struct emu_profile *pr, char *buf, size_t len);
+/* A command's t_ready and service_ns (0, 0 without a profile). */
+void emu_profile_cmd(struct veo_proc_handle *p, struct emu_cmd *cmd, const struct job *job);
+/* A synchronous operation that began at t0 ends no earlier than the
+ * profile's base + bytes at its bandwidth. */
+void emu_profile_hold(struct veo_proc_handle *p, uint64_t t0, uint64_t base_ns, uint64_t bytes,
+                      double bps);
+/* veo_call_sync's own round trip (AVEO calls it directly, not through the queue). */
+extern __thread int emu_t_sync_call;
+/* Copy for transfers (large ones bypass the cache, as a DMA does). */
+void emu_copy(void *dst, const void *src, size_t n);
 
 /* ---- hmem.c: hooks --------------------------------------------------------- */
 void emu_run_hook(void *api_func, int kind, void *handle, uint64_t addr, size_t size);

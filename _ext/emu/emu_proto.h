@@ -21,7 +21,7 @@
 #include <stdatomic.h>
 
 #define EMU_MAGIC 0x56454f454d55ULL /* "VEOEMU" */
-#define EMU_PROTO_VERSION 1
+#define EMU_PROTO_VERSION 2
 #define EMU_MAX_CONTEXTS 64
 #define EMU_CMD_RING_BYTES (1u << 20)
 #define EMU_RES_RING_SLOTS (1u << 16)
@@ -69,6 +69,11 @@ struct emu_cmd {
   uint64_t arg1;   /* memcpy length */
   uint32_t nargs;
   uint32_t nstack;
+  /* The timing profile (VEO_EMU_PROFILE; both 0 without one): the VE may
+   * start the command at t_ready (CLOCK_MONOTONIC ns: its submission plus
+   * the transit the profile models) and it then takes at least service_ns. */
+  uint64_t t_ready;
+  uint64_t service_ns;
 };
 
 /* A stack argument: the helper passes a pointer to a buffer of `len` bytes
@@ -130,12 +135,66 @@ struct emu_header {
   _Atomic uint32_t agent_posts; /* bumped by the helper at each agent post */
   uint32_t spin_us;       /* spin budget before futex sleeps */
   _Atomic uint32_t settled; /* 1 once a fault's result is published (after dead) */
-  char pad1[64];
+  _Atomic uint32_t nfaults; /* injected faults published in faults[] (see below) */
+  uint32_t spin_yield;    /* spinning waits yield the core (the timing profile) */
+  char pad1[56];
 };
 
-#define EMU_HEADER_BYTES 4096u
+/* ---- injected faults (VEO_EMU_FAULTS, veo_emu_inject) ------------------------
+ * The host parses a fault and publishes it in the header's table (record
+ * first, then nfaults); the helper checks the table at each kernel call.
+ * Allocation faults are the host's alone; the others are the helper's. */
+enum emu_fault_kind {
+  EMU_FAULT_CRASH = 1, /* the kernel raises a signal */
+  EMU_FAULT_DIE,       /* the VE process dies after N calls or at a time */
+  EMU_FAULT_NOMEM,     /* allocations fail */
+  EMU_FAULT_HANG,      /* the kernel never returns */
+  EMU_FAULT_DELAY,     /* the kernel starts late */
+};
+#define EMU_MAX_FAULTS 32
+#define EMU_FAULT_SYM_LEN 128
+
+struct emu_fault {
+  uint32_t kind;
+  _Atomic uint32_t active;  /* 0 once cleared */
+  int32_t node, proc, ctx;  /* -1: any */
+  int32_t signal;           /* crash */
+  uint64_t call;            /* only the N-th matching event (0: every one) */
+  uint64_t rate;            /* each event with probability rate / 2^53 (0: off) */
+  uint64_t seed;
+  uint64_t after_calls;     /* die: after this many matching calls */
+  uint64_t after_ns;        /* die: this long after it was armed (as written) */
+  uint64_t deadline_ns;     /* die: armed time + after_ns, CLOCK_MONOTONIC */
+  uint64_t above;           /* nomem: requests larger than this fail */
+  uint64_t budget;          /* nomem: ... or that would pass this many bytes */
+  uint64_t delay_ns;        /* delay */
+  _Atomic uint64_t seen;    /* matching events so far */
+  _Atomic uint64_t fired;   /* times it acted */
+  _Atomic uint64_t bytes;   /* nomem: bytes allocated while armed */
+  char sym[EMU_FAULT_SYM_LEN]; /* fnmatch pattern of the kernel's symbol; "" any */
+  char text[128];           /* the fault as written (normalized), for messages */
+};
+
+/* A fault's decision for its k-th event with a rate: deterministic given
+ * the seed (splitmix64). */
+static inline int emu_fault_roll(const struct emu_fault *f, uint64_t k) {
+  uint64_t z = f->seed + k * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return (z >> 11) < f->rate;
+}
+
+#define EMU_HEADER_BYTES 16384u
 #define EMU_SHM_BYTES \
   ((uint64_t)EMU_HEADER_BYTES + (uint64_t)EMU_MAX_CONTEXTS * sizeof(struct emu_ctx_region))
+
+static inline struct emu_fault *emu_faults(void *shm) {
+  return (struct emu_fault *)((char *)shm + 256);
+}
+_Static_assert(sizeof(struct emu_header) <= 256, "the header must leave room for the faults");
+_Static_assert(256 + EMU_MAX_FAULTS * sizeof(struct emu_fault) <= EMU_HEADER_BYTES,
+               "the faults must fit in the header");
 
 static inline struct emu_ctx_region *emu_ctx_region(void *shm, int idx) {
   return (struct emu_ctx_region *)((char *)shm + EMU_HEADER_BYTES) + idx;

@@ -57,6 +57,7 @@ EXPORT pid_t veo_get_pid_from_hmem(const void *addr) {
 static uint64_t raw_addr(const void *p) { return (uint64_t)(uintptr_t)p & ~HMEM_HIGH_MASK; }
 
 EXPORT int veo_alloc_hmem(struct veo_proc_handle *p, void **addr, const size_t size) {
+  emu_clear_error();
   if (!addr) {
     errno = EINVAL;
     return -1;
@@ -80,6 +81,7 @@ EXPORT int veo_alloc_hmem(struct veo_proc_handle *p, void **addr, const size_t s
 }
 
 EXPORT int veo_free_hmem(void *addr) {
+  emu_clear_error();
   if (!veo_is_ve_addr(addr)) {
     free(addr);
     return 0;
@@ -96,6 +98,7 @@ EXPORT int veo_free_hmem(void *addr) {
 }
 
 EXPORT int veo_hmemcpy(void *dst, const void *src, size_t n) {
+  emu_clear_error();
   int dve = veo_is_ve_addr(dst), sve = veo_is_ve_addr(src);
   if (!dve && !sve) {
     memmove(dst, src, n);

@@ -26,9 +26,40 @@ static int g_nprocs, g_procs_cap;
 /* Destroyed procs (and through them their contexts) are never freed, so a
  * stale handle fails cleanly instead of being a use after free; they are
  * kept on this list so that they stay reachable (LeakSanitizer, valgrind).
- * What remains of one is small: the structs and the address range of its
- * shared memory, whose pages were given back. */
+ * What remains of one is small: its structs (about 2 KiB).  Its shared
+ * memory (128 MiB of address space, whose pages are given back at destroy)
+ * stays mapped while a thread may still be inside a call on it, and is
+ * unmapped by the next veo_proc_create or veo_proc_destroy once no thread
+ * is and a grace time has passed (see bury_dead_procs). */
 static struct veo_proc_handle *g_graveyard;
+#define GRACE_NS 200000000ull /* 0.2 s */
+
+int emu_proc_enter(struct veo_proc_handle *p, const char *fn) {
+  emu_proc_users_inc(p);
+  if (atomic_load(&p->destroyed)) {
+    emu_proc_leave(p);
+    emu_set_error("%s: the proc was destroyed", fn);
+    errno = EINVAL;
+    return 0;
+  }
+  return 1;
+}
+
+/* Unmap the shared memory of destroyed procs nobody is using (the table
+ * lock held).  A thread that touches it counts itself in p->users first,
+ * then checks the proc's and context's flags (which destroy set): once the
+ * count is seen at 0 after destroy finished, no thread can reach the memory
+ * again; the grace time covers reads of the header that follow a flag
+ * check without counting (veo_get_context_state's kind). */
+static void bury_dead_procs(void) {
+  uint64_t now = emu_now_ns();
+  for (struct veo_proc_handle *p = g_graveyard; p; p = p->grave_next) {
+    if (!p->shm || !p->buried_ns || now - p->buried_ns < GRACE_NS) continue;
+    if (atomic_load(&p->users) != 0) continue;
+    munmap(p->shm, EMU_SHM_BYTES);
+    p->shm = NULL;
+  }
+}
 
 static int table_insert(struct veo_proc_handle *p) {
   pthread_mutex_lock(&g_procs_lock);
@@ -84,6 +115,7 @@ int emu_proc_table_size(void) {
  * proc leaves the table before its heap is destroyed, so holding the table
  * lock keeps every listed heap alive. */
 EXPORT int veo_emu_node_usage(int node, uint64_t *used) {
+  emu_clear_error();
   uint64_t total = 0;
   int procs = 0;
   if (node < 0 || node >= veo_emu_num_nodes()) {
@@ -292,12 +324,22 @@ out:
   return c;
 }
 
+static int context_close(struct veo_thr_ctxt *c);
+
 int emu_context_close(struct veo_thr_ctxt *c) {
   if (!c || c->magic != CTX_MAGIC) {
     emu_set_error("veo_context_close: invalid context handle");
     errno = EINVAL;
     return -1;
   }
+  struct veo_proc_handle *p = c->proc;
+  emu_proc_users_inc(p);
+  int rc = context_close(c);
+  emu_proc_leave(p);
+  return rc;
+}
+
+static int context_close(struct veo_thr_ctxt *c) {
   struct veo_proc_handle *p = c->proc;
   if (c->index == 0 || atomic_load(&c->closed) || atomic_load(&p->destroyed)) return 0;
   /* EXIT is queued behind the context's work, so closing drains it. */
@@ -343,7 +385,22 @@ static void proc_free_resources(struct veo_proc_handle *p) {
   p->shm_fd = -1;
 }
 
+/* Settings that must be right before a proc is created: the profile and the
+ * faults (a mistake there is reported on stderr too: a C program may not
+ * read veo_emu_last_error). */
+static int settings_ok(struct emu_profile *prof) {
+  if (emu_profile_load(prof) == 0 && emu_faults_check_env() == 0) return 1;
+  fprintf(stderr, "aioveo emulator: veo_proc_create: %s\n", veo_emu_last_error());
+  errno = EINVAL;
+  return 0;
+}
+
 struct veo_proc_handle *emu_proc_create(int venode, const char *bin) {
+  pthread_mutex_lock(&g_procs_lock);
+  bury_dead_procs();
+  pthread_mutex_unlock(&g_procs_lock);
+  struct emu_profile prof;
+  if (!settings_ok(&prof)) return NULL;
   int node = emu_resolve_node(venode);
   if (node < 0) {
     emu_set_error("veo_proc_create: VE node %d does not exist (the emulator has %d nodes, "
@@ -361,6 +418,8 @@ struct veo_proc_handle *emu_proc_create(int venode, const char *bin) {
   p->node = node;
   p->life_fd = -1;
   p->heap.fd = -1;
+  p->prof = prof;
+  pthread_mutex_init(&p->fault_lock, NULL);
   pthread_mutex_init(&p->lock, NULL);
   pthread_mutex_init(&p->reap_lock, NULL);
   pthread_mutex_init(&p->sym_lock, NULL);
@@ -387,6 +446,7 @@ struct veo_proc_handle *emu_proc_create(int venode, const char *bin) {
   p->hdr->node = (uint32_t)node;
   p->hdr->heap_size = p->heap.size;
   p->hdr->spin_us = emu_spin_us();
+  p->hdr->spin_yield = p->prof.on; /* waits are microseconds long: share the cores */
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
     emu_set_error("veo_proc_create: socketpair: %s", strerror(errno));
     goto fail;
@@ -412,6 +472,10 @@ struct veo_proc_handle *emu_proc_create(int venode, const char *bin) {
     pthread_join(p->agent, NULL);
     goto fail;
   }
+  /* VEO_EMU_FAULTS and veo_emu_inject(NULL, ...) (a proc= scope needs the
+   * identifier, known now) */
+  if (emu_faults_arm_new(p))
+    fprintf(stderr, "aioveo emulator: veo_proc_create: %s\n", veo_emu_last_error());
   return p;
 fail:
   if (sv[1] >= 0) close(sv[1]);
@@ -425,6 +489,7 @@ fail:
   pthread_mutex_destroy(&p->lock);
   pthread_mutex_destroy(&p->reap_lock);
   pthread_mutex_destroy(&p->sym_lock);
+  pthread_mutex_destroy(&p->fault_lock);
   free(p);
   return NULL;
 }
@@ -473,7 +538,11 @@ int emu_proc_destroy(struct veo_proc_handle *p) {
   void *shm = p->shm;
   p->shm = NULL;
   proc_free_resources(p);
+  pthread_mutex_lock(&g_procs_lock);
   p->shm = shm;
+  p->buried_ns = emu_now_ns();
+  bury_dead_procs();
+  pthread_mutex_unlock(&g_procs_lock);
   return 0;
 }
 

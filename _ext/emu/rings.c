@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -122,6 +123,7 @@ uint64_t emu_submit(struct veo_thr_ctxt *c, int type, uint64_t addr, uint64_t ar
                     uint64_t arg1, const char *str, struct job *job) {
   size_t slen = str ? strlen(str) + 1 : 0;
   uint32_t size = (uint32_t)((sizeof(struct emu_cmd) + slen + 7) & ~(size_t)7);
+  emu_proc_users_inc(c->proc);
   pthread_mutex_lock(&c->submit_lock);
   uint64_t id = VEO_REQUEST_ID_INVALID;
   if (!ctx_alive(c) && type != EMU_CMD_EXIT) {
@@ -132,12 +134,14 @@ uint64_t emu_submit(struct veo_thr_ctxt *c, int type, uint64_t addr, uint64_t ar
       *cmd = (struct emu_cmd){.size = size, .type = (uint16_t)type, .addr = addr, .arg0 = arg0,
                               .arg1 = arg1};
       if (slen) memcpy(cmd + 1, str, slen);
+      emu_profile_cmd(c->proc, cmd, job);
       id = ring_commit(c, cmd, job);
     } else {
       emu_set_error("the VE process of this proc has died");
     }
   }
   pthread_mutex_unlock(&c->submit_lock);
+  emu_proc_leave(c->proc);
   return id;
 }
 
@@ -155,6 +159,7 @@ uint64_t emu_submit_call(struct veo_thr_ctxt *c, uint64_t addr, struct veo_args 
   uint32_t size = (uint32_t)(sizeof(struct emu_cmd) + ((n + 7) & ~7u) + 8u * n +
                              sizeof(struct emu_stack_desc) * (uint32_t)a->nstack);
   uint64_t id = VEO_REQUEST_ID_INVALID;
+  emu_proc_users_inc(c->proc);
   pthread_mutex_lock(&c->submit_lock);
   if (ctx_alive(c)) {
     struct emu_cmd *cmd = ring_reserve(c, size);
@@ -172,12 +177,14 @@ uint64_t emu_submit_call(struct veo_thr_ctxt *c, uint64_t addr, struct veo_args 
         sd[i] = (struct emu_stack_desc){j->stack_off[i], a->stack[i].len,
                                         (uint32_t)a->stack[i].argnum,
                                         (uint32_t)a->stack[i].intent};
+      emu_profile_cmd(c->proc, cmd, NULL);
       id = ring_commit(c, cmd, j);
     }
   } else {
     emu_set_error("veo_call_async: the context is not running");
   }
   pthread_mutex_unlock(&c->submit_lock);
+  emu_proc_leave(c->proc);
   return id;
 }
 
@@ -211,6 +218,8 @@ int emu_peek(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
   return peek_ex(c, id, retp, &missing);
 }
 
+static int wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp);
+
 static int ctx_gone(struct veo_thr_ctxt *c) {
   return atomic_load(&c->closed) || atomic_load(&c->proc->destroyed);
 }
@@ -222,6 +231,13 @@ static int ctx_gone(struct veo_thr_ctxt *c) {
  * the proc destroyed (AVEO: a use after free), and then returns
  * VEO_COMMAND_ERROR. */
 int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
+  emu_proc_users_inc(c->proc);
+  int st = wait_result(c, id, retp);
+  emu_proc_leave(c->proc);
+  return st;
+}
+
+static int wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
   struct emu_ctx_ctl *ctl = &c->r->ctl;
   int missing;
   int st = peek_ex(c, id, retp, &missing);
@@ -234,7 +250,8 @@ int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
       if (done > id || emu_proc_settled(c->proc) || atomic_load(&c->closed)) break;
       if (emu_serve_agent_slot(c, 0)) continue;
       if (emu_now_ns() < spin_end) {
-        for (int i = 0; i < 32; i++) emu_cpu_relax();
+        if (c->proc->hdr->spin_yield) sched_yield();
+        else for (int i = 0; i < 32; i++) emu_cpu_relax();
         continue;
       }
       wait_progress(c, done);
@@ -256,11 +273,15 @@ int emu_wait_result(struct veo_thr_ctxt *c, uint64_t id, uint64_t *retp) {
 int emu_main_call(struct veo_proc_handle *p, int type, uint64_t addr, uint64_t arg0,
                   uint64_t arg1, const char *str, uint64_t *retval) {
   struct veo_thr_ctxt *c = p->ctx[0];
+  emu_proc_users_inc(p);
   uint64_t id = emu_submit(c, type, addr, arg0, arg1, str, NULL);
-  if (id == VEO_REQUEST_ID_INVALID) return VEO_COMMAND_ERROR;
-  int st = emu_wait_result(c, id, retval);
-  if (c->r->ctl.msg[0] && (st != VEO_COMMAND_OK || !*retval)) emu_set_error("%s", c->r->ctl.msg);
-  c->r->ctl.msg[0] = 0;
+  int st = VEO_COMMAND_ERROR;
+  if (id != VEO_REQUEST_ID_INVALID) {
+    st = emu_wait_result(c, id, retval);
+    if (c->r->ctl.msg[0] && (st != VEO_COMMAND_OK || !*retval)) emu_set_error("%s", c->r->ctl.msg);
+    c->r->ctl.msg[0] = 0;
+  }
+  emu_proc_leave(p);
   return st;
 }
 
@@ -270,15 +291,20 @@ int emu_main_call(struct veo_proc_handle *p, int type, uint64_t addr, uint64_t a
  * process died. */
 int emu_drain_main_locked(struct veo_proc_handle *p) {
   struct veo_thr_ctxt *c = p->ctx[0];
+  int rc = 0;
+  emu_proc_users_inc(p);
   for (;;) {
     if (emu_proc_dead(p)) {
       emu_set_error("the VE process of this proc has died");
-      return -1;
+      rc = -1;
+      break;
     }
     uint64_t done = atomic_load(&c->r->ctl.done);
-    if (done >= c->next_id) return 0;
+    if (done >= c->next_id) break;
     if (!emu_serve_agent_slot(c, 0)) wait_progress(c, done);
   }
+  emu_proc_leave(p);
+  return rc;
 }
 
 /* The same, taking the submit lock: returns with it held, also on error (-1). */

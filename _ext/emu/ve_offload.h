@@ -183,6 +183,23 @@ pid_t veo_emu_proc_pid(struct veo_proc_handle *);
  * Returns -1 for a node that does not exist. */
 int veo_emu_node_usage(int node, uint64_t *used);
 
+/* Faults on purpose (the grammar of VEO_EMU_FAULTS, e.g.
+ * "crash:sym=axpy,call=1000; die:after=2s,node=1"; see the emulator's
+ * documentation).  On a proc: armed at once (its node= and proc= must match
+ * it); on NULL: armed on every proc created from now on, as VEO_EMU_FAULTS
+ * is.  Returns 0, or -1 (errno EINVAL, veo_emu_last_error says why). */
+int veo_emu_inject(struct veo_proc_handle *, const char *spec);
+/* Disarm a proc's faults (NULL: forget those injected for new procs; a
+ * VEO_EMU_FAULTS of the environment still applies). 0, or -1. */
+int veo_emu_clear_faults(struct veo_proc_handle *);
+/* The faults, one per line as written: a proc's armed ones followed by a
+ * tab and "(seen N, fired M)"; NULL: those a new proc gets.  NULL on error
+ * (a wrong VEO_EMU_FAULTS).  Valid until the thread's next call of it. */
+const char *veo_emu_faults(struct veo_proc_handle *);
+/* The timing profile new procs get (VEO_EMU_PROFILE), described in one
+ * line; "" without one, NULL (and the error) if it is wrong. */
+const char *veo_emu_profile(void);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

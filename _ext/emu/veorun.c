@@ -18,7 +18,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <ffi.h>
+#include <fnmatch.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -44,6 +46,7 @@ static __thread struct emu_ctx_region *t_region;
 static __thread int t_index; /* the context this thread serves (0: the main one) */
 static __thread uint64_t t_seq;
 static __thread volatile int t_running; /* executing request t_seq */
+static __thread uint64_t t_model_end; /* the timing profile: when the last command ended */
 
 /* Libraries loaded through the API, with their load counts, so a bad handle
  * is an error and not a crash in dlclose/dlsym. */
@@ -116,6 +119,114 @@ static void *setup_altstack(void) {
   return p;
 }
 
+/* ---- injected faults (VEO_EMU_FAULTS, veo_emu_inject; see faults.c) ---------- */
+static _Atomic unsigned g_libs_gen; /* bumped at each unload: symbol names may change */
+static __thread uint64_t t_sym_addr;
+static __thread unsigned t_sym_gen;
+static __thread char t_sym_name[EMU_FAULT_SYM_LEN];
+
+/* The symbol of a kernel address ("" if none). */
+static const char *sym_name(uint64_t addr) {
+  unsigned gen = atomic_load(&g_libs_gen);
+  if (addr == t_sym_addr && gen == t_sym_gen) return t_sym_name;
+  Dl_info info;
+  t_sym_name[0] = 0;
+  if (dladdr((void *)(uintptr_t)addr, &info) && info.dli_sname &&
+      (uint64_t)(uintptr_t)info.dli_saddr == addr)
+    snprintf(t_sym_name, sizeof(t_sym_name), "%s", info.dli_sname);
+  for (const struct veo_emu_static_sym *s = _veo_static_symtable; !t_sym_name[0] && s->name; s++)
+    if ((uint64_t)(uintptr_t)s->addr == addr)
+      snprintf(t_sym_name, sizeof(t_sym_name), "%s", s->name);
+  t_sym_addr = addr;
+  t_sym_gen = gen;
+  return t_sym_name;
+}
+
+struct call_faults {
+  uint64_t delay_ns;
+  struct emu_fault *crash, *hang, *die;
+  uint64_t k; /* the call's number for the fault that acts */
+};
+
+static void announce(struct emu_fault *f, const char *what, uint64_t addr, uint64_t k) {
+  char m[512];
+  const char *name = addr ? sym_name(addr) : "";
+  if (k)
+    snprintf(m, sizeof(m), "aioveo-veorun: injected fault '%s': %s (call %llu%s%s, context %d)\n",
+             f->text, what, (unsigned long long)k, *name ? " of " : "", name, t_index);
+  else
+    snprintf(m, sizeof(m), "aioveo-veorun: injected fault '%s': %s\n", f->text, what);
+  write_str(m);
+}
+
+/* The faults that act on this kernel call (each matching fault counts it). */
+static void check_faults(struct emu_cmd *c, struct call_faults *cf) {
+  memset(cf, 0, sizeof(*cf));
+  uint32_t n = atomic_load(&g_hdr->nfaults);
+  struct emu_fault *fs = emu_faults(g_shm);
+  for (uint32_t i = 0; i < n && i < EMU_MAX_FAULTS; i++) {
+    struct emu_fault *f = &fs[i];
+    if (!atomic_load(&f->active) || f->kind == EMU_FAULT_NOMEM) continue;
+    if (f->kind == EMU_FAULT_DIE && !f->after_calls) continue; /* a time: life_watch */
+    if (f->ctx >= 0 && f->ctx != t_index) continue;
+    if (f->sym[0] && fnmatch(f->sym, sym_name(c->addr), 0) != 0) continue;
+    uint64_t k = atomic_fetch_add(&f->seen, 1) + 1;
+    int hit = f->kind == EMU_FAULT_DIE ? k == f->after_calls
+              : f->call               ? k == f->call
+              : f->rate               ? emu_fault_roll(f, k)
+                                      : 1;
+    if (!hit) continue;
+    atomic_fetch_add(&f->fired, 1);
+    if (f->kind == EMU_FAULT_DELAY) {
+      cf->delay_ns += f->delay_ns;
+    } else if (f->kind == EMU_FAULT_CRASH && !cf->crash) {
+      cf->crash = f;
+      cf->k = k;
+    } else if (f->kind == EMU_FAULT_HANG && !cf->hang) {
+      cf->hang = f;
+      if (!cf->crash) cf->k = k;
+    } else if (f->kind == EMU_FAULT_DIE && !cf->die) {
+      cf->die = f;
+    }
+  }
+}
+
+/* The VE process dies: killed, as VEOS kills a VE process (no exception). */
+static void die_now(void) {
+  fflush(NULL);
+  kill(getpid(), SIGKILL);
+  for (;;) pause();
+}
+
+/* The earliest deadline of an armed "die after a time" (0: none). */
+static uint64_t next_death(void) {
+  uint64_t best = 0;
+  uint32_t n = atomic_load(&g_hdr->nfaults);
+  struct emu_fault *fs = emu_faults(g_shm);
+  for (uint32_t i = 0; i < n && i < EMU_MAX_FAULTS; i++) {
+    struct emu_fault *f = &fs[i];
+    if (f->kind == EMU_FAULT_DIE && f->deadline_ns && atomic_load(&f->active) &&
+        (!best || f->deadline_ns < best))
+      best = f->deadline_ns;
+  }
+  return best;
+}
+
+static void die_if_due(void) {
+  uint64_t now = emu_now_ns();
+  uint32_t n = atomic_load(&g_hdr->nfaults);
+  struct emu_fault *fs = emu_faults(g_shm);
+  for (uint32_t i = 0; i < n && i < EMU_MAX_FAULTS; i++) {
+    struct emu_fault *f = &fs[i];
+    if (f->kind == EMU_FAULT_DIE && f->deadline_ns && atomic_load(&f->active) &&
+        f->deadline_ns <= now) {
+      atomic_fetch_add(&f->fired, 1);
+      announce(f, "the VE process dies", 0, 0);
+      die_now();
+    }
+  }
+}
+
 /* ---- the host agent ---------------------------------------------------------- */
 static void wake_agent(void) {
   atomic_fetch_add(&g_hdr->agent_posts, 1);
@@ -138,7 +249,7 @@ static uint32_t agent_call(struct emu_ctx_region *r, uint64_t seq, uint64_t *val
     uint32_t st = atomic_load(&s->state);
     if (st == EMU_AGENT_DONE) break;
     if (emu_now_ns() < spin_end) {
-      emu_cpu_relax();
+      emu_spin_step(g_hdr->spin_yield);
       continue;
     }
     emu_futex_wait(&s->state, st, 100000000ull);
@@ -284,6 +395,7 @@ static uint64_t do_unload(struct emu_ctx_region *r, void *h) {
     set_msg(r, "unknown library handle %p", h);
   } else {
     rc = dlclose(h);
+    atomic_fetch_add(&g_libs_gen, 1);
     if (rc == 0 && --g_libs[i].refs == 0) g_libs[i] = g_libs[--g_nlibs];
     if (rc) set_msg(r, "%s", dlerror());
   }
@@ -319,14 +431,27 @@ static uint64_t do_memcpy(struct emu_ctx_region *r, uint64_t dst, uint64_t src, 
 /* free() of memory a kernel malloc'ed.  An address that cannot be a malloc
  * block (misaligned, or its chunk header unreadable) is refused instead of
  * crashing the process; anything else is up to malloc, as on a VE. */
-static uint32_t do_free(struct emu_ctx_region *r, uint64_t addr) {
+static uint32_t do_free(struct emu_ctx_region *r, uint64_t addr, int async) {
+  static int reported;
   if (addr == 0) return VEO_COMMAND_OK;
   char hdr[16];
   struct iovec l = {hdr, sizeof(hdr)}, rm = {(void *)(uintptr_t)(addr - sizeof(hdr)), sizeof(hdr)};
   if (addr % 16 != 0 || addr < sizeof(hdr) ||
       process_vm_readv(getpid(), &l, 1, &rm, 1, 0) != (ssize_t)sizeof(hdr)) {
     set_msg(r, "free: 0x%llx is not memory allocated in the VE process", (unsigned long long)addr);
-    return VEO_COMMAND_ERROR;
+    if (!async) return VEO_COMMAND_ERROR;
+    /* veo_free_mem_async: AVEO's VE calls free() and answers OK with 0
+     * (free() of such an address usually aborts a VE process) */
+    if (!__atomic_exchange_n(&reported, 1, __ATOMIC_RELAXED)) {
+      char m[256];
+      snprintf(m, sizeof(m), "aioveo emulator: veo_free_mem_async(0x%llx): not memory "
+               "allocated in the VE process; answered OK with result 0 as AVEO answers every "
+               "free, but on a VE this free() usually aborts the VE process\n",
+               (unsigned long long)addr);
+      write_str(m);
+    }
+    r->ctl.msg[0] = 0;
+    return VEO_COMMAND_OK;
   }
   free((void *)(uintptr_t)addr);
   return VEO_COMMAND_OK;
@@ -377,6 +502,10 @@ static uint64_t wait_command(struct emu_ctx_ctl *ctl, uint64_t tail) {
     for (int i = 0; i < 64; i++) {
       head = atomic_load(&ctl->cmd_head);
       if (head != tail) return head;
+      if (g_hdr->spin_yield) {
+        sched_yield();
+        break;
+      }
       emu_cpu_relax();
     }
     if (emu_now_ns() >= spin_end) break;
@@ -422,15 +551,40 @@ static void serve(int index) {
     }
     uint64_t retval = 0;
     uint32_t status = VEO_COMMAND_OK;
+    struct emu_fault *die = NULL;
+    /* The timing profile: the VE starts the command once it is out of
+     * transit (t_ready) and done with the previous one (its modelled end,
+     * so the emulator's own costs in between are absorbed). */
+    uint64_t start = 0, w0 = 0;
+    if (c->t_ready) {
+      start = c->t_ready > t_model_end ? c->t_ready : t_model_end;
+      emu_delay_until(start);
+      w0 = emu_now_ns();
+    }
     t_seq = c->seq;
     t_running = 1;
     switch (c->type) {
       case EMU_CMD_NOP: break;
-      case EMU_CMD_CALL: status = do_call(r, c, cc, &retval); break;
+      case EMU_CMD_CALL: {
+        struct call_faults cf;
+        check_faults(c, &cf);
+        if (cf.delay_ns) emu_delay_until(emu_now_ns() + cf.delay_ns);
+        if (cf.hang) {
+          announce(cf.hang, "the kernel never returns", c->addr, cf.k);
+          for (;;) pause();
+        }
+        if (cf.crash) {
+          announce(cf.crash, "the kernel raises a signal", c->addr, cf.k);
+          raise(cf.crash->signal); /* on_fault reports it as a kernel's fault */
+        }
+        status = do_call(r, c, cc, &retval);
+        die = cf.die;
+        break;
+      }
       case EMU_CMD_LOAD_LIB: retval = do_load(r, (const char *)(c + 1)); break;
       case EMU_CMD_UNLOAD_LIB: retval = do_unload(r, (void *)(uintptr_t)c->addr); break;
       case EMU_CMD_GET_SYM: retval = do_get_sym(r, c->addr, (const char *)(c + 1)); break;
-      case EMU_CMD_FREE: status = do_free(r, c->addr); break;
+      case EMU_CMD_FREE: status = do_free(r, c->addr, c->arg0 == 1); break;
       case EMU_CMD_MEMCPY: retval = do_memcpy(r, c->addr, c->arg0, c->arg1); break;
       case EMU_CMD_OPEN_CTX: retval = do_open_ctx(r, (int)c->arg0, c->arg1); break;
       case EMU_CMD_EXIT: running = 0; break;
@@ -441,6 +595,11 @@ static void serve(int index) {
     }
     if (status == VEO_COMMAND_OK && (c->flags & EMU_F_AGENT_AFTER))
       status = agent_call(r, c->seq, &retval);
+    if (start) { /* the VE's time; a kernel's own time (host speed) adds to it */
+      uint64_t end = start + c->service_ns + (c->type == EMU_CMD_CALL ? emu_now_ns() - w0 : 0);
+      emu_delay_until(end);
+      t_model_end = end;
+    }
     t_running = 0;
     uint64_t seq = c->seq;
     tail += size;
@@ -450,6 +609,10 @@ static void serve(int index) {
       fflush(NULL);
     }
     complete(r, seq, status, retval);
+    if (die) {
+      announce(die, "the VE process dies after this call", 0, 0);
+      die_now();
+    }
   }
   t_region = NULL;
   free(cc);
@@ -466,8 +629,17 @@ static void *life_watch(void *unused) {
   (void)unused;
   char b[64];
   for (;;) {
+    /* (the host writes to the socket when it arms a "die after a time") */
+    uint64_t death = next_death(), now = emu_now_ns();
+    int timeout = -1;
+    if (death) timeout = death <= now ? 0 : (int)((death - now + 999999) / 1000000);
     struct pollfd pf = {EMU_FD_LIFE, POLLIN, 0};
-    if (poll(&pf, 1, -1) < 0 && errno == EINTR) continue;
+    int rc = poll(&pf, 1, timeout);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc == 0) {
+      die_if_due();
+      continue;
+    }
     ssize_t n = read(EMU_FD_LIFE, b, sizeof(b));
     if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) _exit(0);
   }

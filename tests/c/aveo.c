@@ -257,8 +257,43 @@ static void test_poison(void) {
   CHECK_EQ(veo_proc_destroy(p), 0);
 }
 
+/* veo_alloc_mem queues behind a veo_free_mem_async on the main context
+ * (AVEO queues both there): memory a queued free gives back is there for
+ * the allocation. */
+static void test_alloc_after_queued_free(void) {
+  setenv("VEO_EMU_NODE_MEMORY", "64M", 1);
+  uint64_t lib, r, big, x;
+  struct veo_proc_handle *p = proc_with_kernels(0, &lib);
+  unsetenv("VEO_EMU_NODE_MEMORY");
+  struct veo_thr_ctxt *m = veo_context_open(p);
+  REQUIRE(m);
+  CHECK_EQ(veo_alloc_mem(p, &big, 48 << 20), 0);
+  CHECK(veo_alloc_mem(p, &x, 48 << 20) != 0); /* full */
+  struct veo_args *a = veo_args_alloc();
+  veo_args_set_i64(a, 0, 100);
+  uint64_t s = veo_call_async(m, sym(p, lib, "sleep_ms"), a);
+  uint64_t f = veo_free_mem_async(m, big);
+  double t0 = now_s();
+  CHECK_EQ(veo_alloc_mem(p, &x, 48 << 20), 0); /* after the queued free */
+  CHECK(now_s() - t0 >= 0.09);
+  CHECK_EQ(veo_call_peek_result(m, s, &r), VEO_COMMAND_OK);
+  r = 1;
+  CHECK_EQ(veo_call_peek_result(m, f, &r), VEO_COMMAND_OK);
+  CHECK_EQ(r, 0);
+  /* and the other way round: a queued async allocation comes first */
+  s = veo_call_async(m, sym(p, lib, "sleep_ms"), a);
+  uint64_t al = veo_alloc_mem_async(m, 8 << 20);
+  CHECK(veo_alloc_mem(p, &big, 16 << 20) != 0); /* 8 MiB were left: the async one took them */
+  CHECK_EQ(veo_call_peek_result(m, al, &r), VEO_COMMAND_OK);
+  CHECK(r != 0);
+  CHECK_EQ(veo_call_wait_result(m, s, &r), VEO_COMMAND_OK);
+  veo_args_free(a);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+}
+
 int main(void) {
   setenv("VE_OMP_NUM_THREADS", "1", 1);
+  test_alloc_after_queued_free();
   test_main_context_and_omp();
   test_sync_api_queues_behind_main();
   test_stack_limit();

@@ -138,7 +138,37 @@ static void test_live_proc(void) {
   veo_args_free(args);
 }
 
+/* veo_emu_last_error never reports an earlier call's failure: a call that
+ * may fail clears it when it starts; queries that cannot fail keep it. */
+static void test_last_error_is_current(void) {
+  CHECK(veo_proc_create(99999) == NULL);
+  CHECK(strstr(veo_emu_last_error(), "node 99999") != NULL);
+  CHECK_EQ(veo_get_context_state(NULL), VEO_STATE_UNKNOWN); /* a query: kept */
+  CHECK(veo_is_ve_addr(NULL) == 0);
+  CHECK(strstr(veo_emu_last_error(), "node 99999") != NULL);
+  uint64_t lib, a = 0;
+  struct veo_proc_handle *p = proc_with_kernels(0, &lib); /* succeeds: cleared */
+  CHECK_EQ(veo_emu_last_error()[0], 0);
+  CHECK(veo_get_sym(p, lib, "no_such_kernel") == 0);
+  CHECK(strstr(veo_emu_last_error(), "no_such_kernel") != NULL);
+  CHECK_EQ(veo_alloc_mem(p, &a, 64), 0);
+  CHECK_EQ(veo_emu_last_error()[0], 0);
+  CHECK_EQ(veo_free_mem(p, a + 8), -1);
+  CHECK(veo_emu_last_error()[0] != 0);
+  struct veo_thr_ctxt *c = veo_context_open(p);
+  CHECK_EQ(veo_emu_last_error()[0], 0);
+  uint64_t r, id = veo_alloc_mem_async(c, 64);
+  CHECK(veo_call_peek_result(c, id + 1000, &r) == VEO_COMMAND_ERROR);
+  CHECK(strstr(veo_emu_last_error(), "unknown on this context") != NULL);
+  CHECK_EQ(veo_call_wait_result(c, id, &r), VEO_COMMAND_OK);
+  CHECK_EQ(veo_emu_last_error()[0], 0);
+  CHECK_EQ(veo_free_mem(p, a), 0);
+  CHECK_EQ(veo_free_mem(p, r), 0);
+  CHECK_EQ(veo_proc_destroy(p), 0);
+}
+
 int main(void) {
+  test_last_error_is_current();
   test_null();
   test_garbage();
   test_live_proc();
