@@ -156,7 +156,9 @@ cdef class Engine:
                 n = engine_drain(e, self._buf, DRAIN_MAX)
             if n == 0:
                 break
-            self._take(n)
+            for request, _, _ in self._take(n):   # dropped unfinished: cut its links
+                (<_Request>request).future = None
+                (<_Request>request).owner = None
         if not leaked:  # else a detached waiter thread may still touch it
             engine_free(e)
 
