@@ -52,8 +52,6 @@ API_FUNCTIONS: dict[str, bool]
 #: The status of a request drained from a forgotten (closing) context.
 FORGOTTEN: Final[int]
 ENGINE_MODES: dict[str, int]
-#: What ``result_within`` returns while the VE is still working.
-PENDING: object
 
 #: A host buffer: anything with the buffer protocol (numpy arrays declare it
 #: only from Python 3.12 on, hence the explicit ndarray).
@@ -360,7 +358,6 @@ class _Request:
     def wait_result(self) -> Any: ...
     def peek_result(self) -> Any: ...
     def spot(self, max_us: float) -> tuple[int, int] | None: ...
-    def result_within(self, max_us: float) -> Any: ...
 
 @final
 class VeoRequest(_Request):

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 from . import _hub, settings
 from ._core import (
     FORGOTTEN,
-    PENDING,
     VEO_COMMAND_ERROR,
     VEO_COMMAND_OK,
     ClosedError,
@@ -547,9 +546,9 @@ class AsyncContext:
             _record_uses(blocks, self._mem or _ctx_mem(self), request)
         return request
 
-    # submit and call are the hot paths: their first steps are written out (the
-    # same as _check, _get_hub and _start, with the slot taken in place) to spare a
-    # Python frame each.
+    # submit is the hot path of many calls in flight: its first steps are
+    # written out (the same as _check, _get_hub and _start, with the slot taken
+    # in place) to spare a Python frame each.
     async def submit(self, fn: VeoFunction | PoolFunction, *args: Any) -> asyncio.Future[Any]:
         """Submit a call once a slot is free; returns a future of its result,
         so many calls can be in flight without a task each."""
@@ -607,36 +606,9 @@ class AsyncContext:
             loop_hub = self._get_hub()
             self._in_flight = 1
             return await self._track(r, loop_hub, fn, None, True)
-        hub = self._hub
-        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
-            hub = self._get_hub()
-        blocks = _pool_blocks(args) if args else None   # pool memory: uses recorded
-        if blocks is not None:
-            await _await_fences(blocks, self)
-        if self._in_flight < self.max_in_flight and not self._slot_waiters:
-            self._in_flight += 1
-        else:
-            await self._acquire()
-        request = self._submit_call(fn, args, blocks)
-        if self._in_flight == 1 and not _observers:
-            try:
-                result = request.result_within(hub.spot_us)
-            except BaseException:
-                self._release()
-                if self._mem is not None:
-                    self._mem.completed(request)
-                if self.proc.sync._is_dead():
-                    self.proc._died()
-                raise
-            if result is not PENDING:
-                if self._mem is not None:
-                    self._mem.completed(request)
-                self._in_flight = 0          # the slot back, without a frame
-                if self._slot_waiters or self._idle is not None:
-                    self._release(0)         # wake who waits for it
-                return result
-            return await self._track(request, hub, fn, None, True)
-        return await self._track(request, hub, fn)
+        # Otherwise (work in flight, pool memory, observers): the submit form,
+        # whose _track still peeks on the spot when the call is alone.
+        return await (await self.submit(fn, *args))
 
     async def map(self, fn: VeoFunction | PoolFunction,
                   arg_tuples: Iterable[Sequence[Any]]) -> list[Any]:

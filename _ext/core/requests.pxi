@@ -83,10 +83,6 @@ cdef void _release_all(object keep):
                 (<_HostBuffer>b).release()
 
 
-#: What ``result_within`` returns while the VE is still working.
-PENDING = object()
-
-
 @cython.no_gc_clear
 cdef class _Request:
     """What single requests and batches share (not created directly)."""
@@ -197,15 +193,6 @@ cdef class _Request:
                     return rc
             if _now_ns() >= end:
                 return VEO_COMMAND_UNFINISHED
-
-    def result_within(self, double max_us):
-        """``spot(max_us)`` and ``finish``: the converted result (or its
-        exception) if the VE is done within `max_us`, else PENDING."""
-        cdef uint64_t ret = 0
-        cdef int rc = self._spot(max_us, &ret)
-        if rc == VEO_COMMAND_UNFINISHED:
-            return PENDING
-        return self.finish(rc, ret)
 
     def spot(self, double max_us):
         """Peek (GIL held, never blocking) for up to `max_us` microseconds: the
