@@ -214,6 +214,17 @@ class LocalVECluster(LocalCluster):
         spec["options"] = options
         return {f"ve{node}": spec}
 
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        # distributed's own race (dask/distributed#5407): wait_for_workers
+        # replaces scheduler_info with a fresh copy from the scheduler, so the
+        # "remove" of a worker that died can arrive after the worker is already
+        # gone from it; SpecCluster's lookup then raises KeyError, which ends
+        # the status watcher and comes back out of the cluster's close. Such a
+        # worker is already forgotten here; its Nanny restarts it.
+        if op == "remove" and msg not in self.scheduler_info["workers"]:
+            return
+        super()._update_worker_status(op, msg)
+
 
 async def run_workers(scheduler: str, nodes: Sequence[int] | None = None,
                       nthreads: int = 8, contexts_per_proc: int = 2,

@@ -164,6 +164,9 @@ def test_local_ve_cluster_one_worker_process_per_node(aio_lib):
             futs = client.map(_node_and_sum, [aio_lib] * 6, range(6), pure=False,
                               resources={"VE_SLOTS": 1})
             assert sorted(r[1] for r in await client.gather(futs)) == list(range(1, 7))
+            # distributed's race (dask/distributed#5407): the "remove" of a worker
+            # that a refreshed scheduler_info no longer holds is not a KeyError
+            cluster._update_worker_status("remove", "tcp://127.0.0.1:1")
             # a worker process killed: its helper goes with it, the Nanny restarts it
             victim = sorted(views)[0]
             pid = (await client.run(os.getpid, workers=[victim]))[victim]
