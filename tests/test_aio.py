@@ -150,8 +150,8 @@ async def test_timeout_leaves_context_usable(aio_lib):
         k = await open_kernels(proc, aio_lib)
         t0 = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(ctx.call(k.sleep_ms, 300), 0.05)
-        assert time.monotonic() - t0 < 0.25
+            await asyncio.wait_for(ctx.call(k.sleep_ms, 800), 0.05)
+        assert time.monotonic() - t0 < 0.5
         assert await ctx.call(k.add, 1, 1) == 2  # queued behind the sleeper
 
 

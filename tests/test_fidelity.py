@@ -377,11 +377,11 @@ async def test_f07_transfers_and_lookups_behind_a_busy_main_context_keep_the_loo
         meter, stop = GapMeter(), asyncio.Event()
         ticker = asyncio.ensure_future(meter.loop_ticker(stop))
         await asyncio.sleep(0.01)
-        busy = await main.submit(k.sleep_ms, 400)
+        busy = await main.submit(k.sleep_ms, 700)
         await asyncio.sleep(0.02)
         t0 = time.monotonic()
         await other.write_mem(ptr, bytes(4096))        # another context: not delayed
-        assert time.monotonic() - t0 < 0.2
+        assert time.monotonic() - t0 < 0.35
         out = bytearray(4096)
         await other.read_mem(out, ptr)
         await busy
@@ -396,7 +396,7 @@ async def test_f07_transfers_and_lookups_behind_a_busy_main_context_keep_the_loo
         await busy2
         stop.set()
         await ticker
-        assert meter.longest < 0.15, f"the event loop stalled {meter.longest:.3f} s"
+        assert meter.longest < 0.2, f"the event loop stalled {meter.longest:.3f} s"
         assert await pool.call(fn, 5) == 5
         await pool.close()
         await p.free_mem(ptr)
@@ -422,7 +422,7 @@ async def test_f08_closing_a_proc_while_another_is_destroyed_keeps_the_loop_runn
     stop.set()
     await ticker
     assert "proc" in text
-    assert meter.longest < 0.15, f"the event loop stalled {meter.longest:.3f} s"
+    assert meter.longest < 0.3, f"the event loop stalled {meter.longest:.3f} s"
     await a.close()
 
 
@@ -439,7 +439,7 @@ def test_f09_free_hmem_and_dead_checks_release_the_gil(aio_lib):
         p.free_hmem(h)                   # a free on the main context: waits for `busy`
         gil = meter.stop()
         assert busy.wait_result() == 400
-        assert gil < 0.15, f"free_hmem held the GIL {gil:.3f} s"
+        assert gil < 0.2, f"free_hmem held the GIL {gil:.3f} s"
         # a dead check while another thread opens a context (AVEO holds the
         # context list's lock while the main context synchronizes)
         busy = k.sleep_ms(main, 400)
@@ -448,7 +448,7 @@ def test_f09_free_hmem_and_dead_checks_release_the_gil(aio_lib):
         time.sleep(0.05)
         t0 = time.monotonic()
         assert p.alive and not p._is_dead()
-        assert time.monotonic() - t0 < 0.1
+        assert time.monotonic() - t0 < 0.2
         opener.join()
         busy.wait_result()
     finally:

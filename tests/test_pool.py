@@ -234,7 +234,7 @@ async def test_a_node_that_cannot_reopen_then_no_proc_left(aio_lib, monkeypatch)
         t0 = time.monotonic()
         with pytest.raises(NoProcError):
             await pool.call(add, 1, 2)                  # no proc left: at once
-        assert time.monotonic() - t0 < 0.05
+        assert time.monotonic() - t0 < 0.5
         assert pool.stats()["procs"][0]["state"] == "failed"
 
 
@@ -248,7 +248,7 @@ async def test_no_healing_fails_at_once_and_fail_fast_does_not_wait(aio_lib):
         t0 = time.monotonic()
         with pytest.raises(NoProcError, match="healing is off"):
             await pool.call(add, 1, 1)
-        assert time.monotonic() - t0 < 0.05
+        assert time.monotonic() - t0 < 0.5
     async with aioveo.open_pool([0], fail_fast=True, backoff=0.5) as pool:
         crash = await pool.function(aio_lib, CRASH)
         add = await pool.function(aio_lib, ADD)
@@ -350,8 +350,8 @@ async def test_admission_bound_timeouts_and_fail_fast(aio_lib):
         # a timeout while the VE runs the call: the kernel still finishes
         t0 = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
-            await pool.call(sleep, 200, timeout=0.05)
-        assert time.monotonic() - t0 < 0.15
+            await pool.call(sleep, 500, timeout=0.05)
+        assert time.monotonic() - t0 < 0.3
         s = pool.stats()
         assert s["timed_out"] == 2 and s["pending"] == 1 and s["in_flight"] == 1
         await until(lambda: pool.stats()["pending"] == 0, 2.0)
