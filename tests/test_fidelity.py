@@ -515,8 +515,16 @@ async def test_f12_a_timeout_leaves_a_pool_within_the_bound(aio_lib):
     assert time.monotonic() - t0 < 0.5 + settings.current().cancel_timeout + 1
 
 
+# A suite started in the background by a shell without job control hands its
+# children SIGINT ignored, and Python then installs no KeyboardInterrupt
+# handler: the tests that press Ctrl-C give their child the terminal's default.
+SIGINT_AS_IN_A_TERMINAL = """
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)"""
+
+
 def test_f12_ctrl_c_interrupts_a_sync_wait_and_the_request_stays(aio_lib):
-    code = f"""
+    code = SIGINT_AS_IN_A_TERMINAL + f"""
     import os, signal, threading, time, aioveo
     p = aioveo.VeoProc(0)
     lib = p.load_library({aio_lib!r})
@@ -528,6 +536,11 @@ def test_f12_ctrl_c_interrupts_a_sync_wait_and_the_request_stays(aio_lib):
         req.wait_result()
     except KeyboardInterrupt:
         print(f"interrupted after {{time.monotonic() - t0:.2f}} s", flush=True)
+    else:   # what kept the signal out, for the report
+        status = open(f"/proc/{{os.getpid()}}/status").read()
+        print("not interrupted:", signal.getsignal(signal.SIGINT),
+              [l for l in status.splitlines() if l.startswith(("Sig", "Shd", "Threads"))],
+              flush=True)
     assert not req.collected
     try:
         req.peek_result()
@@ -544,7 +557,7 @@ def test_f12_ctrl_c_interrupts_a_sync_wait_and_the_request_stays(aio_lib):
 
 @pytest.mark.parametrize("libveo", ["emulator", "emulator-noext"])
 def test_f12_ctrl_c_leaves_asyncio_run_within_the_bound(aio_lib, libveo):
-    code = f"""
+    code = SIGINT_AS_IN_A_TERMINAL + f"""
     import asyncio, os, signal, time, aioveo
     async def main():
         async with aioveo.open_proc(0) as p:

@@ -187,10 +187,9 @@ cdef class _Request:
             return VEO_COMMAND_UNFINISHED
         end = _now_ns() + <uint64_t>(max_us * 1000.0)
         while True:
-            for i in range(8):
-                rc = api.call_peek_result(h, rid, ret)
-                if rc != VEO_COMMAND_UNFINISHED:
-                    return rc
+            rc = api.call_peek_result(h, rid, ret)
+            if rc != VEO_COMMAND_UNFINISHED:
+                return rc
             if _now_ns() >= end:
                 return VEO_COMMAND_UNFINISHED
 
