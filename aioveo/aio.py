@@ -439,7 +439,7 @@ class AsyncContext:
                 await waiter
             except BaseException:
                 if not waiter.cancelled() and waiter.done():
-                    self._wake_slot_waiter()  # pass our wake-up on
+                    self._wake_slot_waiters()  # pass our wake-up on
                 raise
             self._check()
         self._in_flight += n
@@ -447,7 +447,7 @@ class AsyncContext:
     def _release(self, n: int = 1) -> None:
         self._in_flight -= n
         if self._slot_waiters:
-            self._wake_slot_waiter()
+            self._wake_slot_waiters(n)
         if self._in_flight == 0:
             if self._idle is not None:
                 if not self._idle.done():
@@ -459,12 +459,13 @@ class AsyncContext:
                 self.proc._closing.add(task)
                 task.add_done_callback(self.proc._closing.discard)
 
-    def _wake_slot_waiter(self) -> None:
-        while self._slot_waiters:
+    def _wake_slot_waiters(self, n: int = 1) -> None:
+        """Wake up to `n` waiters for slots (each checks again when it runs)."""
+        while n > 0 and self._slot_waiters:
             w = self._slot_waiters.popleft()
             if not w.done():
                 w.set_result(None)
-                return
+                n -= 1
 
     def _track(self, request: Any, hub: _hub.Hub, label: Any = None, nbytes: Any = None,
                spotted: bool = False) -> asyncio.Future:
@@ -554,8 +555,9 @@ class AsyncContext:
         so many calls can be in flight without a task each."""
         if self._closed:
             raise ClosedError("the context is closed")
+        loop = asyncio.get_running_loop()
         hub = self._hub
-        if hub is None or hub.loop_ref() is not asyncio.get_running_loop():
+        if hub is None or hub.loop_ref() is not loop:
             hub = self._get_hub()
         blocks = _pool_blocks(args) if args else None   # pool memory: uses recorded
         if blocks is not None:
@@ -568,7 +570,7 @@ class AsyncContext:
                 and type(fn) is VeoFunction):
             # Behind other work: no spot peek; submitted, given its future and
             # handed to the engine in one native step.
-            fut = hub.loop_ref().create_future()  # type: ignore[union-attr]
+            fut = loop.create_future()
             try:
                 fn._submit_watched(self.sync, args, fut, self, hub.engine)
             except BaseException:
@@ -587,25 +589,19 @@ class AsyncContext:
                 and not _observers and type(fn) is VeoFunction
                 and (not args or _pool_blocks(args) is None)):
             # Alone on the context: submit and peek in one native step
-            # (VeoFunction._call_within).  With nothing in flight, the loop
-            # need not be checked until the call turns out to take longer.
-            self._in_flight = 1
+            # (VeoFunction._call_within).  No other task runs meanwhile, so
+            # the slot is taken only if the call turns out to take longer.
             try:
                 r = fn._call_within(self.sync, args, self._spot_us)
             except BaseException:
-                self._release()
                 if self.proc.sync._is_dead():
                     self.proc._died()
                 raise
             if type(r) is not VeoRequest:             # done: r is the result
-                self._in_flight = 0
-                if self._slot_waiters or self._idle is not None:
-                    self._release(0)
                 return r
-            self._in_flight = 0     # ours only: a new event loop may take the context
-            loop_hub = self._get_hub()
+            hub = self._get_hub()
             self._in_flight = 1
-            return await self._track(r, loop_hub, fn, None, True)
+            return await self._track(r, hub, fn, None, True)
         # Otherwise (work in flight, pool memory, observers): the submit form,
         # whose _track still peeks on the spot when the call is alone.
         return await (await self.submit(fn, *args))

@@ -175,6 +175,23 @@ async def test_backpressure_bounds_in_flight(aio_lib):
 
 
 @pytest.mark.asyncio
+async def test_a_batch_that_completes_wakes_as_many_slot_waiters_as_it_frees(aio_lib):
+    async with aioveo.open_proc(0) as proc, proc.open_context(max_in_flight=4) as ctx:
+        k = await open_kernels(proc, aio_lib)
+        batch = asyncio.ensure_future(ctx.map(k.sleep_ms, [(50,), (50,)]))  # 2 slots
+        await asyncio.sleep(0)
+        fillers = [await ctx.submit(k.sleep_ms, 100) for _ in range(2)]    # 4 in flight
+        waiters = [asyncio.ensure_future(ctx.submit(k.nop)) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert ctx.in_flight == 4 and not any(w.done() for w in waiters)
+        await batch                        # frees 2 slots at once: both waiters go
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert all(w.done() for w in waiters) and ctx.in_flight == 4
+        await asyncio.gather(*fillers, *[w.result() for w in waiters])
+
+
+@pytest.mark.asyncio
 async def test_kernel_fault_fails_pending_and_spares_other_procs(aio_lib):
     async with aioveo.open_proc(0) as good, aioveo.open_proc(1) as bad:
         kg = await open_kernels(good, aio_lib)

@@ -154,10 +154,17 @@ cdef class VeoFunction:
         """Submit ``self(*args)`` on `ctx` and peek for up to `max_us`
         microseconds: the converted result (collected) if the VE finished the
         call by then, else its VeoRequest.  The asyncio layer's fast path in
-        one native step."""
-        cdef VeoRequest r = self._request(ctx, args)
+        one native step; a call done on the spot with nothing on the stack
+        needs no request object at all."""
+        cdef list keep = []
+        cdef veo_args *a = NULL
+        cdef uint64_t rid = self._submitted(ctx, args, keep, &a)
         cdef uint64_t ret = 0
-        cdef int rc = r._spot(max_us, &ret)
+        cdef int rc = _spot_raw(ctx.handle_, rid, max_us, &ret)
+        if rc == VEO_COMMAND_OK and not keep:
+            api.args_free(a)
+            return _convert_result(self.ret_type_code, ret, ctx.proc)
+        cdef VeoRequest r = self._wrap(ctx, rid, a, keep)
         if rc == VEO_COMMAND_UNFINISHED:
             return r
         return r.finish(rc, ret)
@@ -174,9 +181,18 @@ cdef class VeoFunction:
         return r
 
     cdef VeoRequest _request(self, VeoCtxt ctx, tuple args):
+        cdef list keep = []
+        cdef veo_args *a = NULL
+        cdef uint64_t rid = self._submitted(ctx, args, keep, &a)
+        return self._wrap(ctx, rid, a, keep)
+
+    cdef uint64_t _submitted(self, VeoCtxt ctx, tuple args, list keep,
+                             veo_args **args_out) except? 0:
+        """``self(*args)`` converted and submitted on `ctx`: its request id;
+        the veo_args (``*args_out``) and the OnStack buffers (`keep`) are the
+        caller's to hand to a request, or to free."""
         self._check_call(ctx, len(args))
         cdef veo_thr_ctxt *h = ctx._live_handle()
-        cdef list keep = []
         cdef veo_args *a = self._build_args(args, keep)
         cdef uint64_t rid = self._submit(h, a)
         if rid == VEO_REQUEST_ID_INVALID:
@@ -187,6 +203,10 @@ cdef class VeoFunction:
                         "63 MiB by however far the context's stack pointer sits below its "
                         "64 MiB-aligned region's end)")
             _fail(f"{self.name}: veo_call_async failed{hint}", "veo_call_async", None, None, ctx)
+        args_out[0] = a
+        return rid
+
+    cdef VeoRequest _wrap(self, VeoCtxt ctx, uint64_t rid, veo_args *a, list keep):
         cdef VeoRequest r = VeoRequest.__new__(VeoRequest)
         r.ctx = ctx
         r.req = rid

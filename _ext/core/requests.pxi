@@ -52,6 +52,22 @@ cdef int _peek_until(veo_thr_ctxt *h, uint64_t rid, uint64_t *ret, uint64_t star
             _sleep_ns(pause)
 
 
+cdef int _spot_raw(veo_thr_ctxt *h, uint64_t rid, double max_us, uint64_t *ret) noexcept:
+    """Peek at `rid` (GIL held, never blocking) for up to `max_us`
+    microseconds: its status once the VE is done, else UNFINISHED."""
+    cdef uint64_t end
+    cdef int rc
+    if h == NULL:
+        return VEO_COMMAND_UNFINISHED
+    end = _now_ns() + <uint64_t>(max_us * 1000.0)
+    while True:
+        rc = api.call_peek_result(h, rid, ret)
+        if rc != VEO_COMMAND_UNFINISHED:
+            return rc
+        if _now_ns() >= end:
+            return VEO_COMMAND_UNFINISHED
+
+
 cdef int _wait_raw(VeoCtxt ctx, veo_thr_ctxt *h, uint64_t rid, uint64_t *ret) except -2:
     """veo_call_wait_result, interruptible in the main thread: there it peeks
     in slices of 50 ms and lets Python run its signal handlers in between,
@@ -179,19 +195,9 @@ cdef class _Request:
     cdef int _spot(self, double max_us, uint64_t *ret):
         """Peek (GIL held, never blocking) for up to `max_us` microseconds: the
         request's status once the VE is done, else UNFINISHED."""
-        cdef veo_thr_ctxt *h = self.ctx.handle_
-        cdef uint64_t rid = self._last_id()
-        cdef uint64_t end
-        cdef int rc, i
-        if h == NULL or self.claim != CLAIM_NONE:
+        if self.claim != CLAIM_NONE:
             return VEO_COMMAND_UNFINISHED
-        end = _now_ns() + <uint64_t>(max_us * 1000.0)
-        while True:
-            rc = api.call_peek_result(h, rid, ret)
-            if rc != VEO_COMMAND_UNFINISHED:
-                return rc
-            if _now_ns() >= end:
-                return VEO_COMMAND_UNFINISHED
+        return _spot_raw(self.ctx.handle_, self._last_id(), max_us, ret)
 
     def spot(self, double max_us):
         """Peek (GIL held, never blocking) for up to `max_us` microseconds: the
