@@ -33,6 +33,7 @@ class Hub:
         self.spot_us = s.spot_us
         self.inline_bytes = s.inline_transfer_bytes(is_emulator)
         self.engine = _core.Engine(s.engine, s.engine_spin_us, s.engine_max_sleep_us)
+        self.engine.defer_wakes(self.loop_ref)
         self._fd = self.engine.fileno()
         loop.add_reader(self._fd, self.drain)
 

@@ -247,7 +247,7 @@ static struct ectx *find_ctx(struct engine *e, void *ctx, int create) {
   return c;
 }
 
-int engine_watch(struct engine *e, void *ctx, uint64_t id, uint64_t token) {
+int engine_watch(struct engine *e, void *ctx, uint64_t id, uint64_t token, int wake) {
   struct ereq *r = malloc(sizeof(*r));
   if (!r) return -1;
   r->id = id;
@@ -265,10 +265,17 @@ int engine_watch(struct engine *e, void *ctx, uint64_t id, uint64_t token) {
   c->tail = r;
   e->watched++;
   e->kicked = 1;
-  if (e->mode == ENGINE_POLL) pthread_cond_signal(&e->cond);
-  else pthread_cond_signal(&c->cond);
+  if (e->mode == ENGINE_WAIT) pthread_cond_signal(&c->cond);
+  else if (wake) pthread_cond_signal(&e->cond);
   pthread_mutex_unlock(&e->lock);
   return 0;
+}
+
+void engine_wake(struct engine *e) {
+  pthread_mutex_lock(&e->lock);
+  e->kicked = 1;
+  pthread_cond_signal(&e->cond);
+  pthread_mutex_unlock(&e->lock);
 }
 
 int engine_drain(struct engine *e, struct engine_completion *out, int max) {

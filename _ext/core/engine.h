@@ -49,7 +49,11 @@ int engine_stop(struct engine *e, unsigned timeout_ms);
 void engine_free(struct engine *e);
 
 int engine_fd(struct engine *e); /* readable when completions are queued */
-int engine_watch(struct engine *e, void *ctx, uint64_t id, uint64_t token);
+/* Watch request `id` of `ctx`; `token` comes back with its completion.  In
+ * ENGINE_POLL mode, wake=0 leaves a sleeping poll thread asleep until
+ * engine_wake (a burst of watches then costs one wake, not one each). */
+int engine_watch(struct engine *e, void *ctx, uint64_t id, uint64_t token, int wake);
+void engine_wake(struct engine *e);
 /* Pop up to max completions; returns how many.  Clears the armed flag first,
  * so a completion racing the drain re-arms and wakes the loop again. */
 int engine_drain(struct engine *e, struct engine_completion *out, int max);

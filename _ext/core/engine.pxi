@@ -21,12 +21,21 @@ cdef extern from "engine.h" nogil:
     int engine_stop(engine *e, unsigned timeout_ms)
     void engine_free(engine *e)
     int engine_fd(engine *e)
-    int engine_watch(engine *e, void *ctx, uint64_t id, uint64_t token)
+    int engine_watch(engine *e, void *ctx, uint64_t id, uint64_t token, int wake)
+    void engine_wake(engine *e)
     int engine_drain(engine *e, engine_completion *out, int max)
     int engine_forget(engine *e, void *ctx, int status, unsigned timeout_ms)
     int engine_tokens(engine *e, void *ctx, uint64_t *out, int max)
 
 ENGINE_MODES = {"poll": ENGINE_POLL, "wait": ENGINE_WAIT}
+
+
+def _wake_engine(Engine engine):
+    """The deferred wake of Engine.defer_wakes, run by the event loop."""
+    engine._wake_due = False
+    if engine._e != NULL:
+        with nogil:
+            engine_wake(engine._e)
 #: The status a drained request has when its context was forgotten (closing):
 #: the VE has not finished it, so it must be dropped, not finished.
 FORGOTTEN = ENGINE_FORGOTTEN
@@ -42,6 +51,8 @@ cdef class Engine:
     cdef engine_completion _buf[DRAIN_MAX]
     cdef readonly str mode
     cdef object __weakref__
+    cdef object _loop_ref     # defer_wakes: a weak reference to the loop, else None
+    cdef bint _wake_due
 
     def __cinit__(self, str mode="poll", unsigned spin_us=50, unsigned max_sleep_us=5000):
         _ensure_api()
@@ -61,6 +72,15 @@ cdef class Engine:
             raise ClosedError("the completion engine is closed")
         return engine_fd(self._e)
 
+    def defer_wakes(self, loop_ref):
+        """Wake the poll thread once per turn of the event loop (`loop_ref`,
+        a weak reference) instead of at every watch: a completion can only
+        be taken when the loop turns anyway, and a burst of submissions
+        then does not pay a futex wake (and, on a busy machine, a context
+        switch) per request."""
+        if self.mode == "poll":
+            self._loop_ref = loop_ref
+
     cpdef watch(self, _Request request):
         """Report `request` through drain() when the VE has finished it."""
         if request is None:
@@ -72,11 +92,22 @@ cdef class Engine:
             raise VeoError(f"request {request._last_id()} is already waited for",
                            req_id=request._last_id())
         Py_INCREF(request)   # the engine's reference, given back by drain()
+        cdef object loop = None
+        if self._loop_ref is not None and not self._wake_due:
+            loop = self._loop_ref()
+        cdef bint deferred = self._wake_due or loop is not None
         if engine_watch(self._e, <void *>h, request._last_id(),
-                        <uint64_t><uintptr_t><PyObject *>request) != 0:
+                        <uint64_t><uintptr_t><PyObject *>request, not deferred) != 0:
             Py_DECREF(request)
             raise MemoryError("engine_watch")
         request.claim = CLAIM_ENGINE   # the engine is its one waiter
+        if loop is not None:
+            try:
+                loop.call_soon(_wake_engine, self)
+                self._wake_due = True
+            except BaseException:   # (a closed loop) wake it now
+                with nogil:
+                    engine_wake(self._e)
 
     def drain(self):
         """Finished (request, status, retval) records, at most 1024 per call;
