@@ -4,9 +4,9 @@ A request that is not found finished on the spot (see AsyncContext) is
 handed to the hub's engine with ``hub.engine.watch(request)``: C threads
 without the GIL (``aioveo._core.Engine``) that hold a reference to the
 request until the VE has finished it.  The engine
-writes the hub's eventfd once per batch, and `_drain` hands every finished
-request back to the AsyncContext that owns it (``request.owner``), in one
-loop callback.  The request object is the whole record: the hub keeps no
+writes the hub's eventfd once per batch, and `drain` (the engine's
+``dispatch``) hands every finished request back to the AsyncContext that
+owns it (``request.owner._complete``), in one loop callback.  The request object is the whole record: the hub keeps no
 table of its own.
 """
 from __future__ import annotations
@@ -53,15 +53,12 @@ class Hub:
     def drain(self) -> None:
         # Runs as a reader callback: it must never raise into the loop.
         try:
-            records = self.engine.drain()
+            failed = self.engine.dispatch()   # request.owner._complete(...) each
         except Exception:  # noqa: BLE001
             log.exception("aioveo: draining the completion engine failed")
             return
-        for request, status, retval in records:
-            try:
-                request.owner._complete(request, status, retval)
-            except Exception:  # noqa: BLE001
-                log.exception("aioveo: completing request %s failed", request.req_id)
+        for request, exc in failed:
+            log.error("aioveo: completing request %s failed", request.req_id, exc_info=exc)
 
     def close(self) -> None:
         loop = self.loop

@@ -46,7 +46,7 @@ cdef enum:
 
 cdef class Engine:
     """Completion detection off the event loop: ``watch(request)``, then
-    ``drain()`` the finished ones when ``fileno()`` is readable."""
+    ``dispatch()`` the finished ones when ``fileno()`` is readable."""
     cdef engine *_e
     cdef engine_completion _buf[DRAIN_MAX]
     cdef readonly str mode
@@ -82,7 +82,7 @@ cdef class Engine:
             self._loop_ref = loop_ref
 
     cpdef watch(self, _Request request):
-        """Report `request` through drain() when the VE has finished it."""
+        """Hand `request` to dispatch() when the VE has finished it."""
         if request is None:
             raise TypeError("watch() needs a request, not None")
         if self._e == NULL:
@@ -91,7 +91,7 @@ cdef class Engine:
         if request.claim != CLAIM_NONE:
             raise VeoError(f"request {request._last_id()} is already waited for",
                            req_id=request._last_id())
-        Py_INCREF(request)   # the engine's reference, given back by drain()
+        Py_INCREF(request)   # the engine's reference, given back by dispatch()
         cdef object loop = None
         if self._loop_ref is not None and not self._wake_due:
             loop = self._loop_ref()
@@ -109,15 +109,31 @@ cdef class Engine:
                 with nogil:
                     engine_wake(self._e)
 
-    def drain(self):
-        """Finished (request, status, retval) records, at most 1024 per call;
-        status is FORGOTTEN for requests of a forgotten context."""
+    def dispatch(self):
+        """Hand every finished request (at most 1024 per call) to the object
+        that owns it: ``request.owner._complete(request, status, retval)``.
+        Returns ``(request, exception)`` for each owner that raised; the
+        others are done.  The asyncio layer's drain, without a record per
+        request."""
         if self._e == NULL:
             return []
         cdef int n, i
         with nogil:
             n = engine_drain(self._e, self._buf, DRAIN_MAX)
-        return self._take(n)
+        cdef list failed = []
+        cdef _Request request
+        cdef int status
+        for i in range(n):
+            request = <_Request><PyObject *><uintptr_t>self._buf[i].token
+            Py_DECREF(request)   # `request` holds it now
+            status = self._buf[i].status
+            if status != ENGINE_FORGOTTEN:
+                request.claim = CLAIM_NONE   # (see _take)
+            try:
+                request.owner._complete(request, status, self._buf[i].retval)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                failed.append((request, exc))
+        return failed
 
     cdef list _take(self, int n):
         cdef list out = []
@@ -158,7 +174,7 @@ cdef class Engine:
         return out
 
     def forget(self, VeoCtxt ctx not None, unsigned timeout_ms=5000):
-        """Stop watching `ctx`: its requests come out of the next drain() with
+        """Stop watching `ctx`: its requests come out of the next dispatch() with
         status FORGOTTEN.  False when an engine thread was still inside
         libveo for it after `timeout_ms` (then the context must not be freed)."""
         if self._e == NULL or ctx.handle_ == NULL:
