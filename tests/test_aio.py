@@ -300,3 +300,61 @@ print("loop closed", flush=True)
     assert r.returncode == 0, r.stderr
     assert "loop closed" in r.stdout
     assert time.monotonic() - t0 < 30
+
+
+def test_requests_outside_the_cyclic_gc_leave_no_cycle_behind(aio_lib):
+    """Requests are not tracked by the cyclic GC (a deep pipeline allocates
+    hundreds of thousands a second): the links that could close a cycle
+    through one (its future, whose awaiting task's frame may hold the
+    request; its owner) are cut on every way a request ends.  A future that
+    outlives its ending would show such a cycle."""
+    import gc
+    import weakref
+    ends = {}
+
+    async def main():
+        async with aioveo.open_proc(0) as proc:
+            k = await open_kernels(proc, aio_lib)
+            async with proc.open_context() as ctx:
+                fut = await ctx.submit(k.sleep_ms, 20)            # completes
+                ends["completed"] = weakref.ref(fut)
+                await fut
+                req_ctx = await proc.open_context()
+                pending = asyncio.ensure_future(req_ctx.call(k.sleep_ms, 30))
+                await asyncio.sleep(0.005)
+                pending.cancel()                                  # cancelled await
+                with pytest.raises(asyncio.CancelledError):
+                    await pending
+                ends["cancelled"] = weakref.ref(pending)
+                await req_ctx.close()
+            try:
+                async with proc.open_context() as ctx2:           # left by an exception
+                    fut = await ctx2.submit(k.sleep_ms, 200)
+                    ends["closed by an exception"] = weakref.ref(fut)
+                    raise KeyError("leave")
+            except KeyError:
+                pass
+            with pytest.raises(aioveo.ClosedError):
+                await fut
+            del fut
+
+    asyncio.run(main())
+
+    async def abandoned():                    # the loop closes with the request watched
+        proc = await aioveo.open_proc(0)
+        k = await open_kernels(proc, aio_lib)
+        ctx = await proc.open_context()
+        ends["abandoned with its loop"] = weakref.ref(await ctx.submit(k.sleep_ms, 100))
+        return proc
+
+    async def next_loop(proc):                # its hub closes the closed loop's hub
+        k = await open_kernels(proc, aio_lib)
+        await (await proc.open_context()).call(k.nop)
+
+    loop = asyncio.new_event_loop()
+    proc = loop.run_until_complete(abandoned())
+    loop.close()
+    asyncio.run(next_loop(proc))
+    gc.collect()
+    assert {name: ref() for name, ref in ends.items() if ref() is not None} == {}
+    proc.sync.destroy()

@@ -99,7 +99,13 @@ cdef void _release_all(object keep):
                 (<_HostBuffer>b).release()
 
 
-@cython.no_gc_clear
+# Requests are outside the cyclic GC (no_gc): a deep pipeline makes hundreds
+# of thousands a second, and tracking them cost the submit form ~10% of its
+# throughput in collections.  The only links that could close a cycle through
+# a request are `future` (its awaiting task's frame may hold the request) and
+# `owner`; the asyncio layer cuts both on every way a request ends (completed,
+# forgotten, dropped by a closing engine).  tests/test_aio.py checks it.
+@cython.no_gc
 cdef class _Request:
     """What single requests and batches share (not created directly)."""
     cdef readonly VeoCtxt ctx
@@ -210,7 +216,7 @@ cdef class _Request:
 
 
 @cython.final
-@cython.no_gc_clear
+@cython.no_gc
 @cython.freelist(64)
 cdef class VeoRequest(_Request):
     """A submitted call or transfer.  ``wait_result()`` blocks (without the GIL)
@@ -251,7 +257,7 @@ cdef class VeoRequest(_Request):
 
 
 @cython.final
-@cython.no_gc_clear
+@cython.no_gc
 cdef class VeoBatch(_Request):
     """Calls of one function submitted together (``VeoFunction.submit_batch``).
     They complete in order, so the batch is done when its last call is:
