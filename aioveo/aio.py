@@ -59,6 +59,8 @@ from ._core import (
     _pool_blocks_batch,
     _record_uses,
 )
+from ._observers import add_observer, remove_observer
+from ._observers import observers as _observers
 from .memory import MemoryPool, VEOutOfMemoryError, _ctx_mem
 
 __all__ = [
@@ -71,22 +73,6 @@ log = logging.getLogger("aioveo")
 
 DEFAULT_MAX_IN_FLIGHT = 1024
 
-#: Observers of every request (aioveo.trace subscribes here; they observe,
-#: they never decide): ``submitted(ctx, key, label, nbytes, calls, inline)``
-#: when a request is handed to the VE (`key` identifies it until it ends;
-#: `label` is the VeoFunction, or "read_mem"/"write_mem" for a transfer) and
-#: ``completed(key, status, cancelled)`` when its end is known (`status`: a
-#: VEO_COMMAND_* value, FORGOTTEN, or None for a copy done on the loop thread).
-_observers: list[Any] = []
-
-
-def add_observer(observer: Any) -> None:
-    _observers.append(observer)
-
-
-def remove_observer(observer: Any) -> None:
-    if observer in _observers:
-        _observers.remove(observer)
 
 
 class InFlightLimitError(VeoError):
@@ -939,5 +925,10 @@ async def _await_fences(blocks: list | None, ctx: AsyncContext | None) -> None:
         await fut
 
 
-# The pool moved to aioveo.pool; these names stay importable from here.
-from .pool import Pool, PoolFunction, open_pool  # noqa: E402  (it imports this module)
+def __getattr__(name: str) -> Any:
+    # The pool moved to aioveo.pool (which imports this module); its names
+    # stay reachable from here, imported when first asked for.
+    if name in ("Pool", "PoolFunction", "open_pool"):
+        from . import pool
+        return getattr(pool, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

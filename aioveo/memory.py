@@ -42,6 +42,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import _core, settings
+from ._observers import observers
 from ._core import CtxMem, NativePool, PoolBlock, VeoError
 
 if TYPE_CHECKING:
@@ -180,8 +181,7 @@ class MemoryPool(NativePool):
         self._max_split = 0
         self._reported: set[CtxMem] = set()    # closed contexts whose live blocks were reported
         self._is_emulator = _core.backend().is_emulator
-        from . import aio   # aio imports this module: bind its observers lazily
-        self.observers = aio._observers
+        self.observers = observers
         from .devices import _register_pool
         _register_pool(proc.sync, self)
         if track or (track is None and self.mode == "debug"):
