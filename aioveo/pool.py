@@ -22,8 +22,10 @@ replacement that cannot be opened, or a proc that dies within
 ``stable_after`` seconds of joining) back off exponentially (``backoff``,
 doubling, at most ``max_backoff`` seconds); after ``max_failures`` the node
 is marked failed, with the reason, and the pool moves to a spare node when
-it was opened with ``procs=N`` from a longer candidate list.  With no live
-proc and none coming, calls fail at once with NoProcError.
+it was opened with ``procs=N`` from a longer candidate list.  A node marked
+failed is tried again ``revive_after`` seconds later (open_pool; default:
+never) or when you ``await pool.revive()``.  With no live proc and none
+coming, calls fail at once with NoProcError.
 
 **Admission.**  ``max_pending`` bounds the pool's calls admitted and not yet
 finished by the VE (a cancelled or timed-out call keeps its place until the
@@ -240,9 +242,11 @@ class Pool:
                  max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, setup: Setup | None = None,
                  spares: Iterable[int] = (), failed_nodes: Iterable[tuple[int, str]] = (),
                  veorun_bin: str | None = None, probe_ms: float | None = None,
-                 latency_window: int = 1024) -> None:
+                 latency_window: int = 1024, revive_after: float | None = None) -> None:
         if max_failures < 1:
             raise ValueError(f"max_failures must be >= 1, not {max_failures}")
+        if revive_after is not None and not revive_after > 0:
+            raise ValueError(f"revive_after must be > 0 seconds or None, not {revive_after}")
         if max_pending is not None and max_pending < 1:
             raise ValueError(f"max_pending must be >= 1 or None, not {max_pending}")
         self.heal = heal
@@ -252,6 +256,7 @@ class Pool:
         self.stable_after = stable_after
         self.max_pending = max_pending
         self.fail_fast = fail_fast
+        self.revive_after = revive_after
         self.max_in_flight = max_in_flight
         self._veorun_bin = veorun_bin
         self._setup = setup
@@ -803,6 +808,8 @@ class Pool:
         reason = f"{member.streak} failures in a row, the last: {member.reason}"
         self._failed_nodes[member.node] = reason
         log.error("pool: node %d marked failed: %s", member.node, reason)
+        if self.revive_after is not None and not self._closing:
+            self._spawn(self._revive_later(member, member.node))
         while self._spares and not self._closing:
             node = self._spares.pop(0)
             if node in self._failed_nodes:
@@ -814,6 +821,52 @@ class Pool:
             member.task = self._spawn(self._replace(member))
             return
         self._wake_if_hopeless()
+
+    async def _revive_later(self, member: _Member, node: int) -> None:
+        await asyncio.sleep(self.revive_after)   # type: ignore[arg-type]
+        if self._closing or node not in self._failed_nodes:
+            return
+        log.info("pool: trying node %d again, %.1f s after it was marked failed",
+                 node, self.revive_after)
+        if member.state == FAILED and member.node == node:
+            self._start_revival(member)
+        elif all(m.node != node for m in self._members):   # its place moved to a spare
+            del self._failed_nodes[node]
+            self._spares.append(node)
+
+    def _start_revival(self, member: _Member) -> None:
+        self._failed_nodes.pop(member.node, None)
+        member.streak = 0
+        member.state = REPLACING
+        member.task = self._spawn(self._replace(member))
+
+    async def revive(self, nodes: Iterable[int] | None = None) -> int:
+        """Try the places marked failed (those on `nodes`, or all) again now,
+        with a fresh run of replacement attempts (the same back-off and
+        ``max_failures``); waits for those attempts and returns how many of
+        these places are live again.  Nodes marked failed that no place holds
+        any more (it moved to a spare) become spares again.  For a VE that
+        was busy, absent or broken and is back; ``revive_after=`` does this
+        on its own."""
+        if self._closing:
+            raise ClosedError("the pool is closed")
+        if not self.heal:
+            raise VeoError("revive() needs a healing pool (heal=True)")
+        wanted = None if nodes is None else set(nodes)
+        members = [m for m in self._members
+                   if m.state == FAILED and (wanted is None or m.node in wanted)]
+        held = {m.node for m in self._members}
+        for node in list(self._failed_nodes):
+            if node not in held and (wanted is None or node in wanted):
+                del self._failed_nodes[node]
+                if node not in self._spares:
+                    self._spares.append(node)
+        for m in members:
+            self._start_revival(m)
+        tasks = [m.task for m in members if m.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return sum(1 for m in members if m.state == ALIVE)
 
     def _wake_if_hopeless(self) -> None:
         if any(m.state in (ALIVE, REPLACING) for m in self._members):
@@ -959,7 +1012,7 @@ def open_pool(nodes: Iterable[int] | None = None, contexts_per_proc: int = 1, *,
               max_failures: int = 5, backoff: float = 0.1, max_backoff: float = 10.0,
               stable_after: float = 10.0, max_pending: int | None = None,
               fail_fast: bool = False, setup: Setup | None = None,
-              veorun_bin: str | None = None) -> _Opener[Pool]:
+              veorun_bin: str | None = None, revive_after: float | None = None) -> _Opener[Pool]:
     """Open procs and a pool over their contexts:
     ``async with open_pool([0, 1, 2, 3], contexts_per_proc=2) as pool``.
 
@@ -968,8 +1021,10 @@ def open_pool(nodes: Iterable[int] | None = None, contexts_per_proc: int = 1, *,
     candidates of aioveo.nodes: the scheduler's, else the machine's) that
     open, skipping busy or absent ones; the rest are spares for nodes marked
     failed later.  Neither: one proc on every candidate.  ``min_procs``: accept fewer than N.  ``setup(proc)``: an
-    async function run on every proc, the replacements too.  The healing and
-    admission keywords are explained in the module's documentation."""
+    async function run on every proc, the replacements too.
+    ``revive_after``: seconds after which a node marked failed is tried again
+    (default: never; see Pool.revive).  The healing and admission keywords are
+    explained in the module's documentation."""
     async def _open() -> Pool:
         if contexts_per_proc > 1:   # refused by AVEO without VE_OMP_NUM_THREADS=1
             problem = second_context_problem()
@@ -991,7 +1046,7 @@ def open_pool(nodes: Iterable[int] | None = None, contexts_per_proc: int = 1, *,
                 owns_procs=True, heal=heal, max_failures=max_failures, backoff=backoff,
                 max_backoff=max_backoff, stable_after=stable_after, max_pending=max_pending,
                 fail_fast=fail_fast, setup=setup, veorun_bin=veorun_bin,
-                spares=spares,
+                spares=spares, revive_after=revive_after,
                 failed_nodes=[(n, str(e)) for n, e in failures])
         except BaseException:
             await asyncio.gather(*(p.close(cancel=True) for _, p in opened),

@@ -239,6 +239,52 @@ async def test_a_node_that_cannot_reopen_then_no_proc_left(aio_lib, monkeypatch)
 
 
 @pytest.mark.asyncio
+async def test_a_failed_node_that_is_back_serves_again_by_revive(aio_lib, monkeypatch):
+    async with aioveo.open_pool([0], max_failures=2, backoff=0.01) as pool:
+        add = await pool.function(aio_lib, ADD)
+        crash = await pool.function(aio_lib, CRASH)
+        monkeypatch.setenv("_VENODELIST", "7")          # the VE is gone...
+        monkeypatch.setenv("VEO_EMU_NODES", "4")
+        with pytest.raises(aioveo.VeoException):
+            await pool.call(crash)
+        await pool.settled(5)
+        assert member(pool, 0)["state"] == "failed"
+        with pytest.raises(NoProcError):
+            await pool.call(add, 1, 2)
+        assert await pool.revive() == 0                  # ...still gone: failed again
+        assert member(pool, 0)["state"] == "failed"
+        monkeypatch.delenv("_VENODELIST")                # ...and back
+        assert await pool.revive([0]) == 1
+        assert await pool.call(add, 1, 2) == 3           # its functions re-resolved
+        assert member(pool, 0)["state"] == "alive" and pool.live_procs == 1
+    with pytest.raises(aioveo.ClosedError):
+        await pool.revive()
+    async with aioveo.open_pool([0], heal=False) as pool:
+        with pytest.raises(aioveo.VeoError, match="heal=True"):
+            await pool.revive()
+    with pytest.raises(ValueError, match="revive_after"):
+        async with aioveo.open_pool([0], revive_after=0):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_revive_after_tries_a_failed_node_again_on_its_own(aio_lib, monkeypatch):
+    async with aioveo.open_pool([0], max_failures=2, backoff=0.01,
+                                revive_after=0.3) as pool:
+        add = await pool.function(aio_lib, ADD)
+        crash = await pool.function(aio_lib, CRASH)
+        monkeypatch.setenv("_VENODELIST", "7")
+        monkeypatch.setenv("VEO_EMU_NODES", "4")
+        with pytest.raises(aioveo.VeoException):
+            await pool.call(crash)
+        await until(lambda: member(pool, 0)["state"] == "failed", what="marked failed")
+        monkeypatch.delenv("_VENODELIST")
+        waited = await until(lambda: pool.live_procs == 1, 5.0, "revived")
+        assert waited > 0.1                               # not at once: after revive_after
+        assert await pool.call(add, 2, 3) == 5
+
+
+@pytest.mark.asyncio
 async def test_no_healing_fails_at_once_and_fail_fast_does_not_wait(aio_lib):
     async with aioveo.open_pool([0], heal=False) as pool:
         crash = await pool.function(aio_lib, CRASH)
