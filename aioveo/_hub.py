@@ -3,11 +3,11 @@
 A request that is not found finished on the spot (see AsyncContext) is
 handed to the hub's engine with ``hub.engine.watch(request)``: C threads
 without the GIL (``aioveo._core.Engine``) that hold a reference to the
-request until the VE has finished it.  The engine
-writes the hub's eventfd once per batch, and `drain` (the engine's
-``dispatch``) hands every finished request back to the AsyncContext that
-owns it (``request.owner._complete``), in one loop callback.  The request object is the whole record: the hub keeps no
-table of its own.
+request until the VE has finished it.  The engine writes the hub's eventfd
+once per batch, and `drain` (the engine's ``dispatch``) hands every
+finished request back to the AsyncContext that owns it
+(``request.owner._complete``), in one loop callback.  The request object is
+the whole record: the hub keeps no table of its own.
 """
 from __future__ import annotations
 

@@ -480,45 +480,32 @@ class AsyncContext:
         awaiter's request is still finished (buffers released), its result
         dropped; a forgotten one is dropped unfinished, so the core keeps its
         buffers until the VE is done with them."""
-        if status == VEO_COMMAND_OK and self._mem is None and not _observers:
-            # The common case, in few steps: a deep pipeline completes
-            # hundreds of thousands of requests a second here.
-            fut = request.future
-            request.future = request.owner = None
-            self._release(request.slots)
-            try:
-                result = request.finish(status, retval)
-            except BaseException as exc:  # noqa: BLE001 - a result that does not convert
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
-                return
-            if fut is not None and not fut.done():
-                fut.set_result(result)
-            return
-        self._release(request.slots)
-        if self._mem is not None and status != FORGOTTEN:
-            self._mem.completed(request)   # the frontier: uses up to it are over
         fut = request.future
         request.future = request.owner = None
-        waiting = fut is not None and not fut.done()
-        if status != VEO_COMMAND_OK and status != FORGOTTEN and self.proc.sync._is_dead():
-            self.proc._died()
-        if _observers:
+        self._release(request.slots)
+        if status != VEO_COMMAND_OK or self._mem is not None or _observers:
+            # (an OK request of a plain context, the common case at hundreds
+            # of thousands a second, skips these)
+            if self._mem is not None and status != FORGOTTEN:
+                self._mem.completed(request)   # the frontier: uses up to it are over
+            if status != VEO_COMMAND_OK and status != FORGOTTEN and self.proc.sync._is_dead():
+                self.proc._died()
             for o in _observers:
                 o.completed(request, status, fut is not None and fut.cancelled())
-        if status == FORGOTTEN:
-            if waiting:
-                fut.set_exception(ClosedError("the context was closed"))
-            return
+            if status == FORGOTTEN:
+                if fut is not None and not fut.done():
+                    fut.set_exception(ClosedError("the context was closed"))
+                return
         try:
             result = request.finish(status, retval)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiter
+            waiting = fut is not None and not fut.done()
             log.debug("aioveo: request %s failed%s: %r", request.req_id,
                       "" if waiting else " with nobody waiting", exc)
             if waiting:
                 fut.set_exception(exc)
             return
-        if waiting:
+        if fut is not None and not fut.done():
             fut.set_result(result)
 
     # -- calls

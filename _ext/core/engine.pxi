@@ -29,13 +29,6 @@ cdef extern from "engine.h" nogil:
 
 ENGINE_MODES = {"poll": ENGINE_POLL, "wait": ENGINE_WAIT}
 
-
-def _wake_engine(Engine engine):
-    """The deferred wake of Engine.defer_wakes, run by the event loop."""
-    engine._wake_due = False
-    if engine._e != NULL:
-        with nogil:
-            engine_wake(engine._e)
 #: The status a drained request has when its context was forgotten (closing):
 #: the VE has not finished it, so it must be dropped, not finished.
 FORGOTTEN = ENGINE_FORGOTTEN
@@ -211,3 +204,11 @@ cdef class Engine:
 
     def __dealloc__(self):
         self._shutdown(1000)
+
+
+def _wake_engine(Engine engine):
+    """The deferred wake of Engine.defer_wakes, run by the event loop."""
+    engine._wake_due = False
+    if engine._e != NULL:
+        with nogil:
+            engine_wake(engine._e)
