@@ -64,8 +64,8 @@ from ._observers import observers as _observers
 from .memory import MemoryPool, VEOutOfMemoryError, _ctx_mem
 
 __all__ = [
-    "AsyncProc", "AsyncContext", "VEArray", "Pool", "PoolFunction", "InFlightLimitError",
-    "MemoryPool", "VEOutOfMemoryError", "open_proc", "open_procs", "open_pool",
+    "AsyncProc", "AsyncContext", "VEArray", "InFlightLimitError",
+    "MemoryPool", "VEOutOfMemoryError", "open_proc", "open_procs",
 ]
 
 T = TypeVar("T")
@@ -910,12 +910,3 @@ async def _await_fences(blocks: list | None, ctx: AsyncContext | None) -> None:
         fut = loop.create_future()
         mem.wait_for(ticket, fut)
         await fut
-
-
-def __getattr__(name: str) -> Any:
-    # The pool moved to aioveo.pool (which imports this module); its names
-    # stay reachable from here, imported when first asked for.
-    if name in ("Pool", "PoolFunction", "open_pool"):
-        from . import pool
-        return getattr(pool, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -76,7 +76,7 @@ html_static_path: list[str] = []
 
 
 # -- aliases: the classes are documented where users import them from ---------------
-# Type hints name where a class is defined (aioveo._core.VeoProc, aioveo.aio.Pool,
+# Type hints name where a class is defined (aioveo._core.VeoProc, aioveo.pool.Pool,
 # aioveo.build.VeBuild); the reference documents it under its public name
 # (aioveo.VeoProc).  Resolve such a reference to the public name when that is
 # the same object; anything else stays unresolved, and -W fails the build.
