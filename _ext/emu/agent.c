@@ -181,13 +181,22 @@ static uint32_t run_job(struct veo_thr_ctxt *c, struct job *j, uint64_t *value) 
 int emu_serve_agent_slot(struct veo_thr_ctxt *c, int allow_vh) {
   struct emu_agent_slot *s = &c->r->ctl.agent;
   if (atomic_load(&s->state) != EMU_AGENT_READY) return 0;
+  /* Look up and claim under the context's lock, which every claimer takes:
+   * there a READY slot stays READY, with its seq, until it is claimed (the
+   * helper only posts to an IDLE slot).  Looked up before the lock, the job
+   * could be one served since, and the slot re-posted for the next request:
+   * the claim would then run the old job as the new one's answer. */
   pthread_mutex_lock(&c->lock);
-  struct u64map_entry *e = u64map_get(&c->reqs, s->seq);
-  struct job *j = e ? e->p : NULL;
+  struct job *j = NULL;
+  int claimed = atomic_load(&s->state) == EMU_AGENT_READY;
+  if (claimed) {
+    struct u64map_entry *e = u64map_get(&c->reqs, s->seq);
+    j = e ? e->p : NULL;
+    claimed = !(j && j->kind == JOB_VH && !allow_vh);
+    if (claimed) atomic_store(&s->state, EMU_AGENT_BUSY);
+  }
   pthread_mutex_unlock(&c->lock);
-  if (j && j->kind == JOB_VH && !allow_vh) return 0;
-  uint32_t expect = EMU_AGENT_READY;
-  if (!atomic_compare_exchange_strong(&s->state, &expect, EMU_AGENT_BUSY)) return 0;
+  if (!claimed) return 0;
   uint64_t value = s->value;
   uint32_t status = VEO_COMMAND_ERROR;
   if (j) status = run_job(c, j, &value);

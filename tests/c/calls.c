@@ -169,6 +169,33 @@ static void test_vh(struct veo_thr_ctxt *c) {
   CHECK_EQ(veo_free_mem(p, buf), 0);
 }
 
+/* A copy and a VH call queued one after the other, many times, while this
+ * thread waits: the waiter serves copies and the agent thread serves both, so
+ * the agent slot is claimed by either, re-posted at once for the VH call.  A
+ * claim must run the request posted, never the one served just before. */
+static uint64_t vh_count(void *arg) {
+  uint64_t *n = arg;
+  return ++*n;
+}
+
+static void test_vh_after_copies(struct veo_thr_ctxt *c) {
+  uint64_t buf, value = 7, landed, n = 0, r;
+  REQUIRE(veo_alloc_mem(p, &buf, 8) == 0);
+  CHECK_EQ(veo_write_mem(p, buf, &value, 8), 0);
+  int bad = 0;
+  for (int i = 0; i < 2000 && !bad; i++) {
+    landed = 0;
+    uint64_t rd = veo_async_read_mem(c, &landed, buf, 8);
+    uint64_t vh = veo_call_async_vh(c, vh_count, &n);
+    REQUIRE(rd != VEO_REQUEST_ID_INVALID && vh != VEO_REQUEST_ID_INVALID);
+    bad |= veo_call_wait_result(c, vh, &r) != VEO_COMMAND_OK || r != (uint64_t)i + 1;
+    bad |= veo_call_wait_result(c, rd, &r) != VEO_COMMAND_OK || landed != 7;
+  }
+  CHECK(!bad);
+  CHECK_EQ(n, 2000);
+  CHECK_EQ(veo_free_mem(p, buf), 0);
+}
+
 /* A request block keeps one thread's requests together in the FIFO. */
 struct blk {
   struct veo_thr_ctxt *c;
@@ -269,6 +296,7 @@ int main(void) {
     test_fifo(cs[i]);
     test_by_name(cs[i]);
     test_vh(cs[i]);
+    test_vh_after_copies(cs[i]);
     test_req_block(cs[i]);
   }
   test_wrap(c1);
