@@ -817,8 +817,7 @@ class Pool:
             log.warning("pool: moving from node %d to the spare node %d",
                         member.node, node)
             member.node, member.streak, member.reason = node, 0, None
-            member.state = REPLACING
-            member.task = self._spawn(self._replace(member))
+            self._schedule_replacement(member)
             return
         self._wake_if_hopeless()
 
@@ -837,8 +836,7 @@ class Pool:
     def _start_revival(self, member: _Member) -> None:
         self._failed_nodes.pop(member.node, None)
         member.streak = 0
-        member.state = REPLACING
-        member.task = self._spawn(self._replace(member))
+        self._schedule_replacement(member)
 
     async def revive(self, nodes: Iterable[int] | None = None) -> int:
         """Try the places marked failed (those on `nodes`, or all) again now,
