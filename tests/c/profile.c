@@ -21,10 +21,13 @@ static double median(double *v, int n) {
 
 /* The machine may be too busy for the figures: the emulator needs the host
  * thread and the helper to spin on two cores at once (on one core, each
- * hand-over waits for a spin budget, ~50 us).  A figure is measured up to 5
- * times and passes if one measurement is within 25% (contention only makes
- * it slower); if none is and a plain emulator's round trip on the same
- * machine is slow at that moment too, the figure is reported as not checked. */
+ * hand-over waits for a spin budget, ~50 us).  Nor can a profile's bandwidth
+ * be reached where the host copies 64 MiB slower than that (this VM's
+ * memcpy runs at 6-11 GB/s, the VE10B's DMA at 9-10.5).  A figure is
+ * measured up to 5 times and passes if one measurement is within 25%
+ * (contention only makes it slower); if none is and the plain emulator on
+ * the same machine falls short at that moment too, the figure is reported
+ * as not checked. */
 static struct veo_proc_handle *g_plain;
 static struct veo_thr_ctxt *g_plain_ctx;
 static uint64_t g_plain_nop;
@@ -57,8 +60,39 @@ static double plain_async_write(void) {
   return median(t, 51);
 }
 
+/* Whether the plain emulator falls short too; each says why. */
+static int too_busy(double plain) {
+  if (plain <= 5e-6) return 0;
+  printf("  (not checked: the machine is too busy, the plain emulator takes %.1f us)\n",
+         plain * 1e6);
+  return 1;
+}
+static int busy_round_trip(double target) { (void)target; return too_busy(plain_round_trip()); }
+static int busy_async_write(double target) { (void)target; return too_busy(plain_async_write()); }
+
+#define BIG (64u << 20)
+static char *BUF;
+static uint64_t g_plain_big;
+static int short_big_copy(double target, int read) {
+  if (!g_plain_big) REQUIRE(veo_alloc_mem(g_plain, &g_plain_big, BIG) == 0);
+  double t[5];
+  for (int i = 0; i < 5; i++) {
+    double t0 = now_s();
+    CHECK_EQ(read ? veo_read_mem(g_plain, BUF, g_plain_big, BIG)
+                  : veo_write_mem(g_plain, g_plain_big, BUF, BIG), 0);
+    t[i] = BIG / (now_s() - t0) / 1e9;
+  }
+  double plain = median(t, 5);
+  if (plain >= 0.75 * target) return 0;
+  printf("  (not checked: the plain emulator copies 64 MiB at %.2f GB/s here, below the "
+         "bound)\n", plain);
+  return 1;
+}
+static int short_big_write(double target) { return short_big_copy(target, 0); }
+static int short_big_read(double target) { return short_big_copy(target, 1); }
+
 static void figure_(const char *what, double (*measure)(void), double target, const char *unit,
-                    double (*plain_measure)(void)) {
+                    int (*plain_falls_short)(double target), int higher_is_better) {
   double value = 0, dev = 0;
   for (int attempt = 0; attempt < 5; attempt++) {
     if (attempt) usleep(500000);
@@ -68,10 +102,8 @@ static void figure_(const char *what, double (*measure)(void), double target, co
   }
   printf("%-34s %10.2f %-5s (profile %8.2f, %+5.1f%%)\n", what, value, unit, target, dev * 100);
   if (!g_timing || (dev >= -0.25 && dev <= 0.25)) return;
-  double plain = plain_measure();
-  if (dev > 0 && plain > 5e-6) {
-    printf("  (not checked: the machine is too busy, the plain emulator takes %.1f us)\n",
-           plain * 1e6);
+  int slower = higher_is_better ? dev < 0 : dev > 0;
+  if (slower && plain_falls_short(target)) {
     g_unchecked++;
     return;
   }
@@ -80,8 +112,9 @@ static void figure_(const char *what, double (*measure)(void), double target, co
   CHECK(dev >= -0.25 && dev <= 0.25);
 }
 
-#define figure(what, m, target, unit) figure_(what, m, target, unit, plain_round_trip)
-#define figure_agent(what, m, target, unit) figure_(what, m, target, unit, plain_async_write)
+#define figure(what, m, target, unit) figure_(what, m, target, unit, busy_round_trip, 0)
+#define figure_agent(what, m, target, unit) figure_(what, m, target, unit, busy_async_write, 0)
+#define figure_bw(what, m, target, plain) figure_(what, m, target, "GB/s", plain, 1)
 
 #define REPEATS 301
 static struct veo_proc_handle *P;
@@ -89,8 +122,6 @@ static struct veo_thr_ctxt *C;
 static uint64_t F_NOP, ADDR;
 static struct veo_args *A;
 static double T[REPEATS];
-static char *BUF;
-#define BIG (64u << 20)
 
 static double m_round_trip(void) {
   for (int i = 0; i < REPEATS; i++) {
@@ -240,10 +271,12 @@ static void test_ve10b(void) {
   BUF = malloc(BIG);
   REQUIRE(BUF != NULL);
   memset(BUF, 0x3c, BIG);
-  figure("veo_write_mem, 64 MiB", m_write_big, BIG / (11.9e-6 + BIG / 10.5e9) / 1e9, "GB/s");
-  figure("veo_read_mem, 64 MiB", m_read_big, BIG / (12.9e-6 + BIG / 9.0e9) / 1e9, "GB/s");
-  figure_agent("veo_async_read_mem + wait, 64 MiB", m_async_read_big,
-         BIG / (12.9e-6 + BIG / 9.0e9) / 1e9, "GB/s");
+  figure_bw("veo_write_mem, 64 MiB", m_write_big, BIG / (11.9e-6 + BIG / 10.5e9) / 1e9,
+            short_big_write);
+  figure_bw("veo_read_mem, 64 MiB", m_read_big, BIG / (12.9e-6 + BIG / 9.0e9) / 1e9,
+            short_big_read);
+  figure_bw("veo_async_read_mem + wait, 64 MiB", m_async_read_big,
+            BIG / (12.9e-6 + BIG / 9.0e9) / 1e9, short_big_read);
   free(BUF);
   CHECK_EQ(veo_free_mem(P, ADDR), 0);
   figure("veo_alloc_mem + veo_free_mem", m_alloc_free, 20.0, "us");
