@@ -147,6 +147,36 @@ def test_f01_a_context_left_with_work_in_flight_is_never_used_after_close(aio_li
     assert elapsed < 5, report(r, elapsed)
 
 
+def test_f01_a_context_closed_while_its_proc_is_destroyed_is_left_to_the_destroy(aio_lib):
+    """A proc's destroy frees its contexts on AVEO: a close (or any use) that
+    starts on another thread meanwhile must not reach libveo for them."""
+    code = f"""
+    import threading, time, aioveo
+    p = aioveo.VeoProc(0)
+    nap = p.load_library({aio_lib!r}).find_function("long sleep_ms(long)")
+    main = p.open_context()
+    ctx = p.open_context()
+    req = nap(main, 300)
+    destroyer = threading.Thread(target=p.destroy, kwargs={{"grace": 5}})
+    destroyer.start()                                  # waits for the main kernel
+    time.sleep(0.1)
+    try:
+        nap(ctx, 1)
+    except aioveo.ClosedError as e:
+        print("use refused:", e)
+    t0 = time.monotonic()
+    p.close_context(ctx)                               # left to the destroy
+    print(f"close returned after {{time.monotonic() - t0:.2f}} s")
+    destroyer.join()
+    """
+    r, elapsed = run_python(code, timeout=15)
+    assert r is not None and r.returncode == 0, report(r, elapsed)
+    assert "use refused: the proc of this context was destroyed" in r.stdout, report(r, elapsed)
+    m = re.search(r"close returned after ([\d.]+) s", r.stdout)
+    assert m and float(m.group(1)) > 0.05, report(r, elapsed)   # waited for the destroy
+    assert "aioveo emulator" not in r.stderr, report(r, elapsed)
+
+
 # ---- 2. destroy, a cancelled close and exit end a busy VE on both backends -----------
 @pytest.mark.parametrize("libveo", ["emulator", "emulator-noext"])
 def test_f02_destroy_and_exit_end_a_busy_ve_through_aveos_pid(aio_lib, libveo):

@@ -464,9 +464,12 @@ cdef class VeoCtxt:
         return self.handle_ != NULL and not _ctx_dead(self) and not self.proc._is_dead()
 
     cdef veo_thr_ctxt *_live_handle(self) except NULL:
-        if self.handle_ == NULL:
+        # (a proc being destroyed has its handle cleared first: its contexts
+        # take no new use from then on, as AVEO frees them in the destroy)
+        cdef bint proc_gone = self.proc is not None and self.proc.handle_ == NULL
+        if self.handle_ == NULL or proc_gone:
             where = _where(self.proc, self)
-            if self.proc is not None and self.proc.handle_ == NULL:
+            if proc_gone:
                 raise ClosedError(f"the proc of this context was destroyed{where}",
                                   **_where_attrs(self.proc, self))
             raise ClosedError(f"the context is closed{where}", **_where_attrs(self.proc, self))
@@ -575,6 +578,13 @@ cdef class VeoCtxt:
                 _sleep_ns(1000000)
         return 0
 
+    cdef int _wait_detached(self) except -1:
+        """Wait until the destroy of this context's proc has released it."""
+        while self.handle_ != NULL:
+            with nogil:
+                _sleep_ns(1000000)
+        return 0
+
     cdef void _detach(self):
         """The proc was destroyed: forget the handle, release dropped requests."""
         self.handle_ = NULL
@@ -586,6 +596,8 @@ cdef class VeoCtxt:
             return 0
         if self.closing:   # another thread closes it: wait until it has
             return self._wait_closer()
+        if self.proc.handle_ == NULL:   # its proc is being destroyed, which frees it
+            return self._wait_detached()
         self.closing = True
         # AVEO frees a context (other than the main one) at close: drain it
         # first, let our threads waiting on it leave, collect what was dropped;
